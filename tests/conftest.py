@@ -1,0 +1,32 @@
+"""Shared fixtures: one real IPython shell per test session, and fake NVML sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fake_nvml import fake_session
+
+from vram_magic.readings import nvml
+
+
+@pytest.fixture(scope="session")
+def shell():  # type: ignore[no-untyped-def]
+    """The one real IPython ``InteractiveShell`` of this test session."""
+    from IPython.testing.globalipapp import start_ipython
+
+    return start_ipython()
+
+
+@pytest.fixture
+def use_recording() -> Iterator:
+    """Make a recording (by name) the process-wide NVML for one test; restored afterwards."""
+    previous = nvml.default_session()
+
+    def use(name: str):  # type: ignore[no-untyped-def]
+        session = fake_session(name)
+        nvml.set_default_session(session)
+        return session
+
+    yield use
+    nvml.set_default_session(previous)

@@ -1,0 +1,55 @@
+"""vram_magic: see, free and fit GPU memory from a notebook.
+
+``%load_ext vram_magic`` registers ``%vram``. Importing this package is cheap on purpose: it
+imports neither torch nor IPython; the public names below load on first use.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "report": "vram_magic.api",
+    "Report": "vram_magic.readings.model",
+    "DeviceReading": "vram_magic.readings.model",
+    "HostReading": "vram_magic.readings.model",
+    "TorchReading": "vram_magic.readings.model",
+    "ProcessUsage": "vram_magic.readings.model",
+}
+
+__all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension"]
+
+if TYPE_CHECKING:
+    from vram_magic.api import report
+    from vram_magic.readings.model import (
+        DeviceReading,
+        HostReading,
+        ProcessUsage,
+        Report,
+        TorchReading,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vram_magic' has no attribute {name!r}")
+
+
+def load_ipython_extension(shell: Any) -> None:
+    """Called by ``%load_ext vram_magic``."""
+    from vram_magic.ipython.extension import load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell: Any) -> None:
+    """Called by ``%unload_ext vram_magic``: removes every magic, hook and thread it added."""
+    from vram_magic.ipython.extension import unload
+
+    unload(shell)

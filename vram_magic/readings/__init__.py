@@ -1,0 +1,1 @@
+"""Readings: what NVML, torch's allocator and the OS say about memory, as plain dataclasses."""

@@ -1,0 +1,1 @@
+"""Render: turn readings into text (terminals) and HTML (notebooks). Formatting lives only here."""
