@@ -1,4 +1,4 @@
-"""Loading is cheap: neither ``import vram_magic`` nor ``%load_ext`` imports torch or transformers."""
+"""Loading is cheap: importing vram_magic and %load_ext import neither torch nor transformers."""
 
 import json
 import subprocess

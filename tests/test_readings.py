@@ -45,7 +45,9 @@ def test_eight_gpus_and_a_mask():
     session = fake_session("eight_gpus")
     report = read_report(session, environ={})
     assert [d.cuda_index for d in report.devices] == list(range(8))
-    assert [d.other_processes[0].used for d in report.devices] == [(i + 1) * 4 * GiB for i in range(8)]
+    assert [d.other_processes[0].used for d in report.devices] == [
+        (i + 1) * 4 * GiB for i in range(8)
+    ]
     masked = read_report(session, environ={"CUDA_VISIBLE_DEVICES": "7,6"})
     assert [(d.cuda_index, d.nvml_index) for d in masked.devices] == [(0, "7"), (1, "6")]
     assert masked.cuda_visible_devices == "7,6"
@@ -72,7 +74,9 @@ def test_failing_process_list_degrades_only_that_device():
 
 def test_lost_gpu_degrades_memory_fields_only():
     recording = load_recording("two_gpus_other_processes")
-    recording["devices"][1]["errors"] = {"nvmlDeviceGetMemoryInfo": ["NVMLError_GpuIsLost", "GPU is lost"]}
+    recording["devices"][1]["errors"] = {
+        "nvmlDeviceGetMemoryInfo": ["NVMLError_GpuIsLost", "GPU is lost"]
+    }
     first, second = read_report(fake_session(recording), environ={}).devices
     assert (second.total, second.used, second.free) == (None, None, None)
     assert second.problems == ("memory: GPU is lost",)

@@ -12,8 +12,16 @@ def test_text_table_has_every_gpu_and_the_split():
     lines = text.splitlines()
     assert lines[0].startswith("VRAM report") and "driver 535.161.08" in lines[0]
     header = lines[1]
-    for column in ("total", "used", "free", "this kernel", "torch allocated", "torch cache",
-                   "context+other", "other processes"):
+    for column in (
+        "total",
+        "used",
+        "free",
+        "this kernel",
+        "torch allocated",
+        "torch cache",
+        "context+other",
+        "other processes",
+    ):
         assert column in header
     assert lines[3].startswith("cuda:0 (nvml 0)") and "40.00 GiB" in lines[3]
     assert "3.29 GiB" in lines[3]  # this kernel: 3 GiB + 300 MiB

@@ -7,7 +7,7 @@ imports neither torch nor IPython; the public names below load on first use.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -21,16 +21,6 @@ _LAZY = {
 }
 
 __all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension"]
-
-if TYPE_CHECKING:
-    from vram_magic.api import report
-    from vram_magic.readings.model import (
-        DeviceReading,
-        HostReading,
-        ProcessUsage,
-        Report,
-        TorchReading,
-    )
 
 
 def __getattr__(name: str) -> Any:

@@ -27,13 +27,14 @@ def _build_report(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--top", type=_count, default=3, metavar="N", help="other processes listed per GPU"
     )
-    parser.add_argument(
-        "--device", type=_count, default=None, metavar="D", help="only cuda:D"
-    )
+    parser.add_argument("--device", type=_count, default=None, metavar="D", help="only cuda:D")
 
 
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
-    "report": ("per-GPU memory: NVML, this kernel (torch), other processes; host RAM", _build_report),
+    "report": (
+        "per-GPU memory: NVML, this kernel (torch), other processes; host RAM",
+        _build_report,
+    ),
 }
 DEFAULT_SUBCOMMAND = "report"
 
@@ -56,7 +57,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def parse_vram_line(line: str) -> tuple[str, argparse.Namespace]:
-    """``"report --top 5"`` -> ("report", Namespace(top=5, device=None)); bad input -> UsageError."""
+    """``"report --top 5"`` -> ("report", Namespace(top=5, device=None)); else UsageError."""
     try:
         words = shlex.split(line)
     except ValueError as error:

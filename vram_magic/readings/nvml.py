@@ -90,7 +90,9 @@ class NvmlSession:
                 "NVMLError_NoPermission": "no permission to use the NVIDIA driver",
                 "NVMLError_LibRmVersionMismatch": "driver/library version mismatch (reboot?)",
             }
-            reason = reasons.get(type(error).__name__, f"NVML failed to start ({describe_error(error)})")
+            reason = reasons.get(
+                type(error).__name__, f"NVML failed to start ({describe_error(error)})"
+            )
             return None, f"{NO_GPU}: {reason}"
         return nvml, None
 
@@ -115,7 +117,9 @@ class NvmlSession:
         if self._inventory is None:
             count, _ = self.call("nvmlDeviceGetCount")
             self._inventory = tuple(
-                device for index in range(count or 0) if (device := self._physical(index)) is not None
+                device
+                for index in range(count or 0)
+                if (device := self._physical(index)) is not None
             )
         return self._inventory
 

@@ -34,7 +34,9 @@ def read_report(
     gpu_problem: str | None = None
 
     if session.module() is None:
-        devices = [_from_torch_only(torch, i, fact, session.problem) for i, fact in enumerate(facts or [])]
+        devices = [
+            _from_torch_only(torch, i, fact, session.problem) for i, fact in enumerate(facts or [])
+        ]
         if devices:
             notes.append(f"{session.problem}; the figures below come from torch alone")
         else:

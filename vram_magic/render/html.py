@@ -30,7 +30,7 @@ def _bar(device: DeviceReading) -> str:
     if not device.total:
         return ""
     spans = []
-    for (label, colour), size in zip(_SEGMENTS, _segment_bytes(device)):
+    for (label, colour), size in zip(_SEGMENTS, _segment_bytes(device), strict=True):
         if size > 0:
             width = 100 * size / device.total
             spans.append(
@@ -63,7 +63,7 @@ def render_html(report: Report, top: int = 3) -> str:
             "<tr>"
             + "".join(f"<td>{escape(cell)}</td>" for cell in row)
             + f"<td>{_bar(device)}</td></tr>"
-            for row, device in zip(parts.rows, report.devices)
+            for row, device in zip(parts.rows, report.devices, strict=True)
         )
         html.append(f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>")
         html.append(_legend())

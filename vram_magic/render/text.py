@@ -7,12 +7,17 @@ from vram_magic.render.report_layout import DEVICE_COLUMNS, layout
 
 
 def _table(header: tuple[str, ...], rows: tuple[tuple[str, ...], ...]) -> list[str]:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = []
     for cells in (header, *rows):
         first, *rest = cells
         lines.append(
-            "  ".join([first.ljust(widths[0]), *(c.rjust(w) for c, w in zip(rest, widths[1:]))])
+            "  ".join(
+                [
+                    first.ljust(widths[0]),
+                    *(c.rjust(w) for c, w in zip(rest, widths[1:], strict=True)),
+                ]
+            )
         )
     lines.insert(1, "  ".join("-" * w for w in widths))
     return lines

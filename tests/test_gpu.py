@@ -1,0 +1,112 @@
+"""GPU tier (``pytest -m gpu``): real CUDA, real NVML. Skipped where torch sees no CUDA device."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vram_magic.readings.nvml import NvmlSession
+from vram_magic.readings.report import read_report
+
+torch = pytest.importorskip("torch")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+GiB = 2**30
+
+
+def first_device():
+    return read_report(NvmlSession()).devices[0]
+
+
+def fresh_python(code: str, **env: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_reading_never_initialises_cuda():
+    facts = fresh_python(
+        "import json, torch, vram_magic; r = vram_magic.report();"
+        "print(json.dumps({'init': torch.cuda.is_initialized(), 'devices': len(r.devices),"
+        " 'problem': r.gpu_problem}))"
+    )
+    assert facts["init"] is False and facts["devices"] >= 1 and facts["problem"] is None
+
+
+def test_one_gib_shows_in_torch_this_process_and_nvml():
+    torch.zeros(1, device="cuda")  # the CUDA context exists before the measurement
+    torch.cuda.synchronize()
+    before = first_device()
+    block = torch.empty(GiB, dtype=torch.uint8, device="cuda")
+    torch.cuda.synchronize()
+    after = first_device()
+    assert after.problems == ()
+    assert after.torch_allocated - before.torch_allocated == GiB
+    assert after.this_process is not None, "NVML did not list this process"
+    assert abs(after.this_process - before.this_process - GiB) <= 0.05 * GiB
+    assert abs(after.used - before.used - GiB) <= 0.05 * GiB
+    assert after.process_other > 0  # the CUDA context lives outside torch's allocator
+    del block
+    cached = first_device()
+    assert cached.torch_cache >= GiB  # freed by Python, still held by the caching allocator
+    torch.cuda.empty_cache()
+    assert first_device().torch_cache < GiB
+
+
+def test_cuda_index_matches_nvml_by_uuid():
+    torch.zeros(1, device="cuda")
+    device = first_device()
+    torch_uuid = str(torch.cuda.get_device_properties(0).uuid)
+    assert device.uuid.removeprefix("GPU-").removeprefix("MIG-") == torch_uuid
+    assert device.name == torch.cuda.get_device_name(0)
+
+
+def test_mask_by_uuid_and_abbreviated_uuid_before_cuda_starts():
+    uuid = first_device().uuid
+    code = (
+        "import json, vram_magic; r = vram_magic.report();"
+        "print(json.dumps([d.uuid for d in r.devices]))"
+    )
+    assert fresh_python(code, CUDA_VISIBLE_DEVICES=uuid) == [uuid]
+    assert fresh_python(code, CUDA_VISIBLE_DEVICES=uuid[:12]) == [uuid]
+    assert fresh_python(code, CUDA_VISIBLE_DEVICES="0") == [uuid]
+
+
+def test_magic_on_a_real_gpu(shell):
+    shell.run_cell("%load_ext vram_magic")
+    shell.run_cell("import torch; held = torch.ones(256, 2**20, device='cuda')")
+    text = repr(shell.run_cell("%vram report").result)
+    shell.run_cell("del held; %unload_ext vram_magic")
+    assert torch.cuda.get_device_name(0) in text
+    assert "CUDA initialised" in text
+
+
+def test_another_process_shows_as_other():
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import torch, sys; x = torch.empty(512 * 2**20, dtype=torch.uint8, device='cuda');"
+            "torch.cuda.synchronize(); print('ready', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        device = first_device()
+        others = {usage.pid: usage.used for usage in device.other_processes}
+        assert holder.pid in others, f"NVML lists {others}"
+        assert others[holder.pid] >= 512 * 2**20
+    finally:
+        holder.communicate("")
