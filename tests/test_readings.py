@@ -134,3 +134,12 @@ def test_real_nvml_on_this_machine():
     if report.devices:
         pytest.skip("this machine has a working NVIDIA driver")
     assert report.gpu_problem == "no NVIDIA GPU visible: NVML library not found"
+
+
+def test_recording_from_a_real_h200():
+    """Replays what nvidia-ml-py answered on an H200 while this process held 1 GiB + context."""
+    (gpu,) = read_report(fake_session("h200_recorded"), environ={}).devices
+    assert gpu.name == "NVIDIA H200" and gpu.uuid.startswith("GPU-ae31c7fb")
+    assert gpu.total == 150754820096 and gpu.used == 2271084544
+    assert gpu.this_process == 1616904192
+    assert gpu.other_processes == () and gpu.utilization_percent == 0
