@@ -1,0 +1,242 @@
+"""Walk from one root to every tensor it keeps alive, naming the path the way a user would type it.
+
+``model.encoder.layers.3.mlp.weight.grad``, ``batches[3]``, ``cfg["emb"]``,
+``opt.state[fc1.weight].exp_avg``, ``fn.<closure big>``, ``err.__traceback__ → f() local big``.
+The walk is iterative (no recursion limit), visits each object once across all roots, and skips
+large containers of plain values in bulk so a million unrelated objects cost milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from vram_magic.census.model import GRAPH, HIDDEN
+
+ATOMIC: frozenset[type] = frozenset(
+    {int, float, complex, bool, str, bytes, bytearray, type(None), range, slice, type(...)}
+)
+_PLAIN = (list, tuple, dict, set, frozenset)
+_NEVER = (types.ModuleType, type, types.BuiltinFunctionType, types.CodeType)
+_BULK_CHECK_ABOVE = 32
+
+
+def may_hold_objects(items: list[Any], depth: int = 3) -> bool:
+    """False when ``items`` (and their plain-container contents, ``depth`` levels down) hold only
+    plain values: then nothing below can be a tensor. Runs at C speed over the whole level."""
+    level = items
+    for _ in range(depth):
+        kinds = set(map(type, level)) - ATOMIC
+        if not kinds:
+            return False
+        if any(not issubclass(kind, _PLAIN) for kind in kinds):
+            return True
+        level = gc.get_referents(*level)
+    return True
+
+
+class Walker:
+    """Shared state of one census: objects already visited, storages already counted.
+
+    ``record(tensor, path, kind, label)`` is called once per tensor object reached first here.
+    """
+
+    def __init__(
+        self,
+        is_tensor: Callable[[Any], bool],
+        record: Callable[[Any, str, str, str | None], None],
+        param_names: dict[int, str],
+    ) -> None:
+        self.is_tensor = is_tensor
+        self.record = record
+        self.param_names = param_names
+        self.visited: set[int] = set()
+        self._saved_attrs: dict[type, list[str]] = {}
+
+    def walk(self, root: Any, path: str, kind: str) -> None:
+        stack: list[tuple[Any, str, str, str | None]] = [(root, path, kind, None)]
+        while stack:
+            obj, path, kind, label = stack.pop()
+            if type(obj) in ATOMIC or id(obj) in self.visited or isinstance(obj, _NEVER):
+                continue
+            self.visited.add(id(obj))
+            for child in self._children(obj, path, kind, label):
+                if type(child[0]) not in ATOMIC:
+                    stack.append(child)
+
+    def _children(
+        self, obj: Any, path: str, kind: str, label: str | None
+    ) -> Iterator[tuple[Any, str, str, str | None]]:
+        if self.is_tensor(obj):
+            self.record(obj, path, kind, label)
+            yield from self._tensor_children(obj, path, kind, label)
+            return
+        node = _torch_attr("autograd", "graph")
+        if node is not None and isinstance(obj, node.Node):
+            yield from self._graph_children(obj, path)
+            return
+        module = _torch_attr("nn", "Module")
+        if module is not None and isinstance(obj, module):
+            yield from self._module_children(obj, path, kind, label)
+            return
+        optimizer = _torch_attr("optim", "Optimizer")
+        if optimizer is not None and isinstance(obj, optimizer):
+            yield from self._optimizer_children(obj, path, kind, label)
+            return
+        if isinstance(obj, dict):
+            if len(obj) > _BULK_CHECK_ABOVE and not may_hold_objects(list(obj.values())):
+                return
+            for key, value in obj.items():
+                yield value, f"{path}[{self._key_text(key)}]", kind, label
+            return
+        if isinstance(obj, (list, tuple)):
+            if len(obj) > _BULK_CHECK_ABOVE and not may_hold_objects(list(obj)):
+                return
+            for index, value in enumerate(obj):
+                yield value, f"{path}[{index}]", kind, label
+            return
+        if isinstance(obj, (set, frozenset)):
+            for value in obj:
+                yield value, f"{path}{{…}}", kind, label
+            return
+        yield from self._special_children(obj, path, kind, label)
+
+    def _special_children(
+        self, obj: Any, path: str, kind: str, label: str | None
+    ) -> Iterator[tuple[Any, str, str, str | None]]:
+        hidden = HIDDEN if kind != GRAPH else kind
+        if isinstance(obj, types.FunctionType):
+            for name, cell in zip(obj.__code__.co_freevars, obj.__closure__ or (), strict=False):
+                try:
+                    yield cell.cell_contents, f"{path}.<closure {name}>", hidden, "closure"
+                except ValueError:  # an empty cell
+                    continue
+            for index, value in enumerate(obj.__defaults__ or ()):
+                yield value, f"{path}.<default {index}>", hidden, "default argument"
+            for name, value in (obj.__kwdefaults__ or {}).items():
+                yield value, f"{path}.<default {name}>", hidden, "default argument"
+            return
+        if isinstance(obj, types.MethodType):
+            yield obj.__self__, f"{path}.__self__", kind, label
+            return
+        if isinstance(obj, BaseException):
+            yield obj.__traceback__, f"{path}.__traceback__", hidden, "traceback frames"
+            yield obj.__context__, f"{path}.__context__", kind, label
+            yield obj.__cause__, f"{path}.__cause__", kind, label
+            yield obj.args, f"{path}.args", kind, label
+        elif isinstance(obj, types.TracebackType):
+            yield obj.tb_frame, path, hidden, label or "traceback frames"
+            yield obj.tb_next, path, hidden, label or "traceback frames"
+            return
+        elif isinstance(obj, types.FrameType):
+            if obj.f_locals is obj.f_globals:
+                return  # a cell's own frame: its "locals" are the namespace, walked as roots
+            frame_path = f"{path} → {obj.f_code.co_name}() local"
+            for name, value in obj.f_locals.items():
+                yield value, f"{frame_path} {name}", kind, label
+            return
+        elif isinstance(obj, (types.GeneratorType, types.CoroutineType)):
+            frame = getattr(obj, "gi_frame", None) or getattr(obj, "cr_frame", None)
+            yield frame, f"{path}.<generator>", hidden, "suspended generator"
+            return
+        elif isinstance(obj, types.CellType):
+            try:
+                yield obj.cell_contents, path, kind, label
+            except ValueError:
+                return
+            return
+        yield from self._attribute_children(obj, path, kind, label)
+
+    def _attribute_children(
+        self, obj: Any, path: str, kind: str, label: str | None
+    ) -> Iterator[tuple[Any, str, str, str | None]]:
+        attributes = getattr(obj, "__dict__", None)
+        if isinstance(attributes, dict):
+            for name, value in attributes.items():
+                yield value, f"{path}.{name}", kind, label
+        slots = [s for cls in type(obj).__mro__ for s in getattr(cls, "__slots__", ())]
+        for name in slots:
+            if isinstance(name, str) and name not in {"__dict__", "__weakref__"}:
+                value = getattr(obj, name, None)
+                yield value, f"{path}.{name}", kind, label
+        opaque = attributes is None and not slots and not dataclasses.is_dataclass(obj)
+        if opaque and gc.is_tracked(obj):
+            for value in gc.get_referents(obj):
+                yield value, f"{path}.<internal>", kind, label
+
+    def _tensor_children(
+        self, tensor: Any, path: str, kind: str, label: str | None
+    ) -> Iterator[tuple[Any, str, str, str | None]]:
+        if tensor.is_leaf:
+            grad = tensor.grad
+            if grad is not None:
+                yield grad, f"{path}.grad", kind, label
+        elif tensor.grad_fn is not None:
+            yield tensor.grad_fn, f"{path}.grad_fn", GRAPH, "autograd graph"
+
+    def _graph_children(self, node: Any, path: str) -> Iterator[tuple[Any, str, str, str | None]]:
+        """An autograd node: the tensors it saved for backward, then the nodes it leads to."""
+        for name in self._saved_names(node):
+            try:
+                value = getattr(node, name)
+            except Exception:  # freed by a backward pass, or not a tensor-like attribute
+                continue
+            yield value, f"{path}.{name}", GRAPH, "autograd graph"
+        variable = getattr(node, "variable", None)  # AccumulateGrad: the leaf it feeds
+        if variable is not None:
+            yield variable, f"{path}.variable", GRAPH, "autograd graph"
+        for index, (child, _) in enumerate(getattr(node, "next_functions", ()) or ()):
+            if child is not None:
+                yield child, f"{path}.next_functions[{index}]", GRAPH, "autograd graph"
+
+    def _saved_names(self, node: Any) -> list[str]:
+        names = self._saved_attrs.get(type(node))
+        if names is None:
+            names = [n for n in dir(node) if n.startswith("_saved_")]
+            self._saved_attrs[type(node)] = names
+        return names
+
+    def _module_children(
+        self, module: Any, path: str, kind: str, label: str | None
+    ) -> Iterator[tuple[Any, str, str, str | None]]:
+        attributes = vars(module)
+        for table in ("_parameters", "_buffers", "_modules"):
+            for name, value in (attributes.get(table) or {}).items():
+                yield value, f"{path}.{name}", kind, label
+        for name, value in attributes.items():
+            if name not in {"_parameters", "_buffers", "_modules"}:
+                yield value, f"{path}.{name}", kind, label
+
+    def _optimizer_children(
+        self, optimizer: Any, path: str, kind: str, label: str | None
+    ) -> Iterator[tuple[Any, str, str, str | None]]:
+        for parameter, state in optimizer.state.items():
+            name = self.param_names.get(id(parameter), "param")
+            for key, value in (state or {}).items():
+                yield value, f"{path}.state[{name}].{key}", kind, label
+        for index, group in enumerate(optimizer.param_groups):
+            yield group, f"{path}.param_groups[{index}]", kind, label
+        for name, value in vars(optimizer).items():
+            if name not in {"state", "param_groups"}:
+                yield value, f"{path}.{name}", kind, label
+
+    def _key_text(self, key: Any) -> str:
+        if isinstance(key, str):
+            return repr(key) if len(key) <= 40 else repr(key[:37] + "...")
+        if isinstance(key, (int, float, bool)) or key is None:
+            return repr(key)
+        if self.is_tensor(key):
+            return self.param_names.get(id(key), "tensor")
+        return type(key).__name__
+
+
+def _torch_attr(module: str, name: str) -> type | None:
+    """``torch.<module>.<name>`` if torch is already imported; the walk never imports torch."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    holder = getattr(torch, module, None) if torch is not None else None
+    return getattr(holder, name, None)
