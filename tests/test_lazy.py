@@ -40,8 +40,8 @@ facts = {"torch_after_report": "torch" in sys.modules,
          "said_not_imported": "torch: not imported yet" in repr(before)}
 shell.run_cell("import torch")
 after = shell.run_cell("%vram report").result
-facts["imported_after"] = after.report.torch.imported
-facts["version_shown"] = after.report.torch.version in repr(after)
+facts["imported_after"] = after.data.torch.imported
+facts["version_shown"] = after.data.torch.version in repr(after)
 print(json.dumps(facts))
 """
     )

@@ -5,7 +5,7 @@ import threading
 import pytest
 from IPython.core.error import UsageError
 
-from vram_magic.render.view import ReportView
+from vram_magic.render.view import View
 
 
 def run(shell, line):
@@ -30,7 +30,7 @@ def test_report_in_a_real_shell(loaded, use_recording):
     use_recording("two_gpus_other_processes")
     result = run(loaded, "%vram report")
     assert result.success, result.error_in_exec
-    assert isinstance(result.result, ReportView)
+    assert isinstance(result.result, View)
     text, html = shown(loaded, result)
     assert "cuda:1 (nvml 1)" in text and "NVIDIA A100-SXM4-40GB" in text
     assert html.startswith('<div class="vram-magic-report">') and "<table>" in html

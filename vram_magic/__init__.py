@@ -13,6 +13,14 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "report": "vram_magic.api",
+    "who": "vram_magic.api",
+    "history": "vram_magic.api",
+    "free": "vram_magic.api",
+    "settings": "vram_magic.settings",
+    "Census": "vram_magic.census.model",
+    "Holder": "vram_magic.census.model",
+    "CellRecord": "vram_magic.actions.history",
+    "FreeResult": "vram_magic.actions.free",
     "Report": "vram_magic.readings.model",
     "DeviceReading": "vram_magic.readings.model",
     "HostReading": "vram_magic.readings.model",

@@ -1,11 +1,62 @@
-"""The Python twins of the magics: each returns plain dataclasses, nothing is printed."""
+"""The Python twins of the magics: each returns plain dataclasses, nothing is printed.
+
+They work in any IPython kernel (with or without ``%load_ext``) and in plain Python, where the
+``__main__`` module's globals stand for the notebook's namespace.
+"""
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
+from vram_magic.actions.free import FreeResult
+from vram_magic.actions.free import free as _free
+from vram_magic.actions.history import CellRecord
+from vram_magic.census.model import Census
+from vram_magic.census.take import take_census
 from vram_magic.readings.model import Report
 from vram_magic.readings.report import read_report
+
+
+def _shell() -> Any | None:
+    """The running IPython shell, without importing IPython when it is not already loaded."""
+    ipython = sys.modules.get("IPython")
+    return ipython.get_ipython() if ipython is not None else None
+
+
+def _namespace(shell: Any | None) -> dict[str, Any]:
+    return shell.user_ns if shell is not None else vars(sys.modules["__main__"])
+
+
+def _recorder(shell: Any | None) -> Any | None:
+    if shell is None or "vram_magic.ipython.extension" not in sys.modules:
+        return None
+    from vram_magic.ipython.extension import loaded_in
+
+    state = loaded_in(shell)
+    return state.hooks.recorder if state is not None else None
 
 
 def report() -> Report:
     """Read every visible GPU (NVML + torch's allocator) and host RAM, as a ``Report``."""
     return read_report()
+
+
+def who(device: str | None = None, keep_all: bool = False) -> Census:
+    """Every live tensor grouped by what keeps it alive (``%vram who``)."""
+    shell = _shell()
+    recorder = _recorder(shell)
+    created = recorder.names.first_cell if recorder is not None else {}
+    return take_census(shell, _namespace(shell), device=device, created=created, keep_all=keep_all)
+
+
+def history() -> tuple[CellRecord, ...]:
+    """The cells recorded since ``%load_ext vram_magic`` (``%vram history``)."""
+    recorder = _recorder(_shell())
+    return tuple(recorder.records) if recorder is not None else ()
+
+
+def free(*names: str, dry_run: bool = False, top: int = 5) -> FreeResult:
+    """Release stranded memory, and the named variables with what pins them (``%vram free``)."""
+    shell = _shell()
+    return _free(shell, _namespace(shell), tuple(names), dry_run=dry_run, top=top)

@@ -20,9 +20,7 @@ from typing import Any
 
 from vram_magic.census.model import CACHE, HIDDEN, Holder
 from vram_magic.census.roots import Root, find_roots, user_variables
-from vram_magic.census.take import census_and_storages, reach
-
-CYCLES = "reference cycles (collectable)"
+from vram_magic.census.take import CYCLES, census_and_storages, reach
 
 
 class FreeError(ValueError):

@@ -41,6 +41,7 @@ class Holder:
     entries: tuple[TensorEntry, ...]
     created_cell: int | None = None
     release: str = ""
+    stranded: bool = False  # returned by ``%vram free`` without names: nobody chose to keep it
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,8 @@ class Census:
 
     def holder(self, name: str) -> Holder | None:
         return next((h for h in self.holders if h.name == name), None)
+
+    @property
+    def stranded_bytes(self) -> int:
+        """What ``%vram free`` without names would return right now."""
+        return sum(h.nbytes for h in self.holders if h.stranded)

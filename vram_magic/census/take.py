@@ -21,6 +21,7 @@ from vram_magic.census.roots import Root, find_roots
 from vram_magic.census.walk import Walker
 
 ENTRIES_KEPT = 5
+CYCLES = "reference cycles (collectable)"
 
 
 @dataclass
@@ -31,6 +32,7 @@ class _Tally:
     kind: str
     release: str
     created_cell: int | None
+    stranded: bool = False
     nbytes: int = 0
     tensors: int = 0
     entries: list[TensorEntry] = field(default_factory=list)
@@ -108,10 +110,12 @@ class _Census:
         where = str(tensor.device)
         return where == self.device or where.split(":")[0] == self.device
 
-    def tally(self, name: str, kind: str, release: str, created: int | None) -> _Tally:
+    def tally(
+        self, name: str, kind: str, release: str, created: int | None, stranded: bool = False
+    ) -> _Tally:
         key = (name, kind)
         if key not in self.tallies:
-            self.tallies[key] = _Tally(name, kind, release, created)
+            self.tallies[key] = _Tally(name, kind, release, created, stranded)
         return self.tallies[key]
 
     def record(self, tensor: Any, path: str, kind: str, label: str | None) -> None:
@@ -124,7 +128,11 @@ class _Census:
         if created is None and root.name.startswith("Out["):
             created = int(root.name[4:-1])
         target = self.tally(
-            _holder_name(root, kind, label), kind, _release_hint(root, kind, label), created
+            _holder_name(root, kind, label),
+            kind,
+            _release_hint(root, kind, label),
+            created,
+            stranded=root.kind == HIDDEN,
         )
         self.add(target, tensor, path)
 
@@ -159,7 +167,7 @@ class _Census:
         if not stray:
             return
         garbage = unreachable_ids(stray)
-        cycles = self.tally("reference cycles (collectable)", HIDDEN, "%vram free", None)
+        cycles = self.tally(CYCLES, HIDDEN, "%vram free", None, stranded=True)
         unknown = self.tally(
             "no holder found", UNKNOWN, "held outside the notebook (module globals, threads?)", None
         )
@@ -178,7 +186,9 @@ class _Census:
                     continue
                 free = torch.cuda.memory_reserved(index) - torch.cuda.memory_allocated(index)
                 if free > 0:
-                    tally = self.tally(f"allocator cache ({name})", CACHE, "%vram free", None)
+                    tally = self.tally(
+                        f"allocator cache ({name})", CACHE, "%vram free", None, stranded=True
+                    )
                     tally.nbytes += free
         except Exception:
             return
@@ -200,6 +210,7 @@ class _Census:
                     entries=tuple(entries if self.keep_all else entries[:ENTRIES_KEPT]),
                     created_cell=tally.created_cell,
                     release=tally.release,
+                    stranded=tally.stranded,
                 )
             )
         holders.sort(key=lambda holder: -holder.nbytes)

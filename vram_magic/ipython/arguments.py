@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 from collections.abc import Callable
 
@@ -23,6 +24,17 @@ def _count(text: str) -> int:
 _count.__name__ = "count"  # argparse names the type in its message: "invalid count value: 'x'"
 
 
+def _device(text: str) -> str:
+    if re.fullmatch(r"cpu|mps|cuda(:\d+)?", text):
+        return text
+    if text.isdigit():
+        return f"cuda:{text}"
+    raise ValueError(text)
+
+
+_device.__name__ = "device"
+
+
 def _build_report(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--top", type=_count, default=3, metavar="N", help="other processes listed per GPU"
@@ -30,11 +42,32 @@ def _build_report(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=_count, default=None, metavar="D", help="only cuda:D")
 
 
+def _build_who(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--top", type=_count, default=20, metavar="N", help="holders shown")
+    parser.add_argument(
+        "--device", type=_device, default=None, metavar="D", help="cpu, cuda, cuda:0, mps or 0"
+    )
+    parser.add_argument("--all", action="store_true", help="every holder and every path")
+
+
+def _build_history(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--last", type=_count, default=30, metavar="N", help="cells shown")
+
+
+def _build_free(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("names", nargs="*", metavar="NAME", help="variables to delete as well")
+    parser.add_argument("--dry-run", action="store_true", help="say what would be freed")
+    parser.add_argument("--top", type=_count, default=5, metavar="N", help="holders still shown")
+
+
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "report": (
         "per-GPU memory: NVML, this kernel (torch), other processes; host RAM",
         _build_report,
     ),
+    "who": ("live tensors grouped by the names and hidden holders keeping them", _build_who),
+    "history": ("memory before, after and at the peak of each cell", _build_history),
+    "free": ("release stranded memory (and the named variables)", _build_free),
 }
 DEFAULT_SUBCOMMAND = "report"
 

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from vram_magic.ipython.hooks import CellHooks
 from vram_magic.ipython.magics import VramMagics
 
-_loaded: dict[int, VramMagics] = {}
+
+@dataclass
+class Loaded:
+    magics: VramMagics
+    hooks: CellHooks
+
+
+_loaded: dict[int, Loaded] = {}
+
+
+def loaded_in(shell: Any) -> Loaded | None:
+    """What vram_magic added to ``shell``, if it is loaded there."""
+    return _loaded.get(id(shell)) if shell is not None else None
 
 
 def load(shell: Any) -> None:
@@ -14,15 +28,18 @@ def load(shell: Any) -> None:
         return
     magics = VramMagics(shell)
     shell.register_magics(magics)
-    _loaded[id(shell)] = magics
+    hooks = CellHooks(shell)
+    hooks.register()
+    _loaded[id(shell)] = Loaded(magics, hooks)
 
 
 def unload(shell: Any) -> None:
-    magics = _loaded.pop(id(shell), None)
-    if magics is None:
+    state = _loaded.pop(id(shell), None)
+    if state is None:
         return
+    state.hooks.unregister()
     manager = shell.magics_manager
-    for kind, table in magics.magics.items():
+    for kind, table in state.magics.magics.items():
         for name in table:
             manager.magics[kind].pop(name, None)
-    manager.registry.pop(type(magics).__name__, None)
+    manager.registry.pop(type(state.magics).__name__, None)

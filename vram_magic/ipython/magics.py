@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
+from vram_magic import api
+from vram_magic.actions.free import FreeError
 from vram_magic.ipython.arguments import HelpShown, parse_vram_line
 from vram_magic.readings.report import read_report
-from vram_magic.render.view import ReportView
+from vram_magic.render.actions import free_view
+from vram_magic.render.census import census_view
+from vram_magic.render.history import history_view
+from vram_magic.render.report import render_report
+from vram_magic.render.view import View
 
 
-def _report_view(options: argparse.Namespace) -> ReportView:
+def _report(options: argparse.Namespace) -> View:
     report = read_report()
     if options.device is not None:
         chosen = tuple(d for d in report.devices if d.cuda_index == options.device)
@@ -22,12 +29,37 @@ def _report_view(options: argparse.Namespace) -> ReportView:
             visible = ", ".join(f"cuda:{d.cuda_index}" for d in report.devices) or "none"
             raise UsageError(f"%vram report: no device cuda:{options.device} (visible: {visible})")
         report = dataclasses.replace(report, devices=chosen)
-    return ReportView(report, top=options.top)
+    return render_report(report, top=options.top)
+
+
+def _who(options: argparse.Namespace) -> View:
+    return census_view(api.who(device=options.device), top=options.top, every=options.all)
+
+
+def _history(options: argparse.Namespace) -> View:
+    records = list(api.history())
+    return history_view(records[-options.last :] if options.last else records)
+
+
+def _free(options: argparse.Namespace) -> View:
+    try:
+        result = api.free(*options.names, dry_run=options.dry_run, top=options.top)
+    except FreeError as error:
+        raise UsageError(f"%vram free: {error}") from None
+    return free_view(result)
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace], View]] = {
+    "report": _report,
+    "who": _who,
+    "history": _history,
+    "free": _free,
+}
 
 
 @magics_class
 class VramMagics(Magics):
-    """``%vram [subcommand] [options]``; ``%vram report --help`` lists a subcommand's options."""
+    """``%vram [subcommand] [options]``; ``%vram <subcommand> --help`` lists its options."""
 
     @line_magic
     def vram(self, line: str) -> Any:
@@ -35,6 +67,4 @@ class VramMagics(Magics):
             name, options = parse_vram_line(line)
         except HelpShown:
             return None
-        if name == "report":
-            return _report_view(options)
-        raise UsageError(f"%vram: {name} is not available")  # every parsed name is handled above
+        return _HANDLERS[name](options)

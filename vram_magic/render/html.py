@@ -6,6 +6,7 @@ from html import escape
 
 from vram_magic.readings.model import DeviceReading, Report
 from vram_magic.render.report_layout import DEVICE_COLUMNS, layout
+from vram_magic.render.table import html_list, html_table
 from vram_magic.render.units import format_bytes
 
 # (label, colour) for each segment of the bar, in drawing order.
@@ -58,15 +59,11 @@ def render_html(report: Report, top: int = 3) -> str:
     if parts.gpu_problem:
         html.append(f"<p><strong>{escape(parts.gpu_problem)}</strong></p>")
     if parts.rows:
-        header = "".join(f"<th>{escape(title)}</th>" for title in (*DEVICE_COLUMNS, "usage"))
-        body = "".join(
-            "<tr>"
-            + "".join(f"<td>{escape(cell)}</td>" for cell in row)
-            + f"<td>{_bar(device)}</td></tr>"
-            for row, device in zip(parts.rows, report.devices, strict=True)
-        )
-        html.append(f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>")
+        rows = [
+            (*row, _bar(device)) for row, device in zip(parts.rows, report.devices, strict=True)
+        ]
+        html.append(html_table((*DEVICE_COLUMNS, "usage"), rows, raw_last=True))
         html.append(_legend())
     sentences = [*parts.details, parts.host, parts.torch, *(f"note: {n}" for n in parts.notes)]
-    html.append("<ul>" + "".join(f"<li>{escape(s)}</li>" for s in sentences) + "</ul></div>")
+    html.append(html_list(sentences) + "</div>")
     return "".join(html)

@@ -1,21 +1,21 @@
-"""A report that shows itself: HTML in notebooks, text in terminals (IPython picks)."""
+"""Something a magic returns: IPython shows its HTML in notebooks and its text in terminals."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from vram_magic.readings.model import Report
-from vram_magic.render.html import render_html
-from vram_magic.render.text import render_text
+from typing import Any
 
 
-@dataclass(frozen=True)
-class ReportView:
-    report: Report
-    top: int = 3
+@dataclass(frozen=True, repr=False)
+class View:
+    """The action's result (``data``, a plain dataclass) with its two renderings."""
+
+    data: Any
+    text: str
+    html: str
 
     def _repr_html_(self) -> str:
-        return render_html(self.report, self.top)
+        return self.html
 
     def __repr__(self) -> str:
-        return render_text(self.report, self.top)
+        return self.text

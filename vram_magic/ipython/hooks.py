@@ -1,0 +1,88 @@
+"""IPython cell hooks: record each cell's memory, and explain out-of-memory errors after them.
+
+A hook must never break the user's cell: each one catches its own errors, says so once, and
+switches itself off.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from vram_magic.actions.free import clear_exception
+from vram_magic.actions.history import CellRecord, CellRecorder
+from vram_magic.actions.oom import explain_oom, is_oom
+from vram_magic.census.take import take_census
+from vram_magic.readings.report import read_report
+from vram_magic.render.actions import oom_view
+from vram_magic.settings import settings
+
+
+class CellHooks:
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.recorder = CellRecorder()
+        self.broken: str | None = None
+
+    def register(self) -> None:
+        self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.post_run_cell)
+
+    def unregister(self) -> None:
+        for event, callback in (
+            ("pre_run_cell", self.pre_run_cell),
+            ("post_run_cell", self.post_run_cell),
+        ):
+            if callback in self.shell.events.callbacks[event]:
+                self.shell.events.unregister(event, callback)
+
+    def _fail(self, error: Exception) -> None:
+        if self.broken is None:
+            self.broken = f"{type(error).__name__}: {error}"
+            print(
+                f"vram_magic: cell tracking stopped after an internal error ({self.broken}); "
+                "your cell ran normally. %reload_ext vram_magic restarts it.",
+                file=sys.stderr,
+            )
+
+    def pre_run_cell(self, info: Any) -> None:
+        if self.broken or not settings.track_cells:
+            return
+        try:
+            self.recorder.before(getattr(info, "raw_cell", "") or "")
+        except Exception as error:
+            self._fail(error)
+
+    def post_run_cell(self, result: Any) -> None:
+        if self.broken:
+            return
+        try:
+            record = None
+            if settings.track_cells:
+                record = self.recorder.after(
+                    self.shell.user_ns, result.execution_count, result.error_in_exec
+                )
+            error = result.error_in_exec
+            if settings.oom_report and error is not None:
+                self._explain(error, record)
+        except Exception as error:
+            self._fail(error)
+
+    def _explain(self, error: BaseException, record: CellRecord | None) -> None:
+        devices = read_report().devices
+        if not is_oom(error, devices):
+            return
+        if settings.clear_frames_on_oom:
+            clear_exception(error)
+        census = take_census(self.shell, self.shell.user_ns, created=self.recorder.names.first_cell)
+        report = explain_oom(
+            error,
+            census,
+            read_report().devices,
+            record,
+            self.shell.user_ns,
+            settings.clear_frames_on_oom,
+        )
+        from IPython.display import display
+
+        display(oom_view(report))
