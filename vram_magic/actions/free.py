@@ -127,21 +127,25 @@ def _empty_caches() -> tuple[int, int]:
 
 
 def _pinned_by(name: str, value: Any, others: list[Root]) -> tuple[list[Root], list[str]]:
-    """Hidden roots pinning the same storages as ``value``; messages for user variables that do."""
-    mine = reach(value, name)
+    """Hidden roots pinning the same storages as ``value``; messages for user variables that hold
+    the object itself (``trainer.model``) or, for a tensor, its storage (a view)."""
+    mine, _ = reach(value, name)
+    is_tensor = name in mine.values()  # the value itself was recorded as a tensor
     hidden, kept = [], []
     for other in others:
-        shared = [
-            (path, mine[key]) for key, path in reach(other.value, other.name).items() if key in mine
-        ]
-        if not shared:
-            continue
+        paths, visited = reach(other.value, other.name)
+        shared = [(path, mine[key]) for key, path in paths.items() if key in mine]
         if other.kind == HIDDEN:
-            hidden.append(other)
+            if shared:
+                hidden.append(other)
             continue
-        theirs, own = shared[0]
-        inner = own[len(name) :]  # "model.fc.weight" -> ".fc.weight"
-        holder = theirs[: -len(inner)] if inner and theirs.endswith(inner) else theirs
+        if not (id(value) in visited or (is_tensor and shared)):
+            continue
+        holder = other.name
+        if shared:
+            theirs, own = shared[0]
+            inner = own[len(name) :]  # "model.fc.weight" -> ".fc.weight"
+            holder = theirs[: -len(inner)] if inner and theirs.endswith(inner) else theirs
         kept.append(
             f"{name}: {holder} still holds the same memory; "
             f"release it with `del {holder}` or `%vram free {other.name}`"
@@ -168,6 +172,16 @@ def _targets(roots: list[Root], names: tuple[str, ...]) -> tuple[list[Root], lis
     return targets, kept
 
 
+def _release(
+    shell: Any | None, namespace: dict[str, Any], targets: list[Root], names: tuple[str, ...]
+) -> None:
+    """Drop the references; a function of its own so no loop variable keeps a value alive."""
+    for root in targets:
+        _drop_hidden(shell, namespace, root)
+    for name in names:
+        namespace.pop(name, None)
+
+
 def free(
     shell: Any | None,
     namespace: dict[str, Any],
@@ -176,7 +190,7 @@ def free(
     top: int = 5,
 ) -> FreeResult:
     """Release hidden holders (or ``names`` and what pins them), then collect and empty caches."""
-    variables = user_variables(namespace, getattr(shell, "user_ns_hidden", {}) or {})
+    variables = set(user_variables(namespace, getattr(shell, "user_ns_hidden", {}) or {}))
     missing = [name for name in names if name not in variables]
     if missing:
         raise FreeError(f"no variable named {', '.join(missing)} in this notebook")
@@ -190,10 +204,7 @@ def free(
         )
         cache = 0 if names else sum(h.nbytes for h in census.by_kind(CACHE))
         return FreeResult(True, would, cache, census.holders[:top], tuple(kept), ())
-    for root in targets:
-        _drop_hidden(shell, namespace, root)
-    for name in names:
-        namespace.pop(name, None)
+    _release(shell, namespace, targets, names)
     del roots, targets
     gc.collect()
     cache_before, cache_after = _empty_caches()

@@ -9,8 +9,12 @@ Nothing here keeps a tensor alive once ``take_census`` returns.
 from __future__ import annotations
 
 import gc
+import heapq
+import itertools
+import operator
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,8 +39,8 @@ class _Tally:
     stranded: bool = False
     nbytes: int = 0
     tensors: int = 0
-    entries: list[TensorEntry] = field(default_factory=list)
-    shapes: dict[tuple[str, str, tuple[int, ...]], int] = field(default_factory=dict)
+    entries: list[tuple[int, str, Any]] = field(default_factory=list)  # (bytes, path, shape key)
+    shapes: dict[tuple[Any, Any, Any], int] = field(default_factory=dict)  # (device, dtype, shape)
     keys: dict[StorageKey, str] = field(default_factory=dict)  # storage -> path reaching it
 
 
@@ -49,23 +53,40 @@ class TensorTypes:
         self._known: dict[type, bool] = {}
 
     def __call__(self, obj: Any) -> bool:
-        kind = type(obj)
+        return self.is_tensor_type(type(obj))
+
+    def all_tensor_types(self) -> set[type]:
+        """torch.Tensor and every subclass defined so far (Parameter, Buffer, user subclasses)."""
+        found, pending = set(), [self._base]
+        while pending:
+            kind = pending.pop()
+            if kind not in found:
+                found.add(kind)
+                pending.extend(kind.__subclasses__())
+        return found
+
+    def is_tensor_type(self, kind: type) -> bool:
         known = self._known.get(kind)
         if known is None:
             known = self._known[kind] = issubclass(kind, self._base)
         return known
 
 
-StorageKey = tuple[str, int]
+StorageKey = tuple[int, int]  # (device index, -1 for CPU; storage address)
 
 
 def storage_key(tensor: Any) -> tuple[StorageKey, int]:
-    """((device, storage address), storage bytes); views and tied weights share the key."""
+    """((device index, storage address), storage bytes); views and tied weights share the key."""
     try:
+        device = tensor.get_device()
+        if not tensor._is_view() and tensor.storage_offset() == 0:
+            # A tensor that owns its storage from the start: its own address and size are the
+            # storage's, at a tenth of the cost of materialising the storage object.
+            return (device, tensor.data_ptr() or id(tensor)), tensor.nbytes
         storage = tensor.untyped_storage()
-        return (str(tensor.device), storage.data_ptr() or id(tensor)), storage.nbytes()
+        return (device, storage.data_ptr() or id(tensor)), storage.nbytes()
     except Exception:  # sparse, nested or meta tensors have no plain storage
-        return (str(tensor.device), id(tensor)), 0
+        return (-2, id(tensor)), 0
 
 
 def _release_hint(root: Root, kind: str, label: str | None) -> str:
@@ -84,25 +105,40 @@ def _holder_name(root: Root, kind: str, label: str | None) -> str:
     return f"{root.label} ({label})"
 
 
-def _summary(shapes: dict[tuple[str, str, tuple[int, ...]], int], tensors: int) -> str:
+def _dtype(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _summary(shapes: dict[tuple[Any, Any, Any], int], tensors: int) -> str:
     common = sorted(shapes.items(), key=lambda item: -item[1])[:2]
-    parts = [f"{count} x {dtype} {list(shape)}" for (_, dtype, shape), count in common]
+    parts = [f"{count} x {_dtype(dtype)} {list(shape)}" for (_, dtype, shape), count in common]
     rest = tensors - sum(count for _, count in common)
     return ", ".join(parts) + (f", +{rest} more" if rest > 0 else "")
 
 
 class _Census:
     def __init__(
-        self, torch: Any, device: str | None, created: Mapping[str, int], keep_all: bool
+        self,
+        torch: Any,
+        device: str | None,
+        created: Mapping[str, int],
+        keep_all: bool,
+        track_keys: bool = True,
     ) -> None:
         self.is_tensor = TensorTypes(torch)
+        self.track_keys = track_keys  # which storages each holder reached: only free() asks
         self.device = device
         self.created = created
         self.keep_all = keep_all
         self.counted: dict[StorageKey, int] = {}
-        self.reached: set[int] = set()
+        self.visited: set[int] = set()  # ids of every object the walk reached, tensors too
         self.tallies: dict[tuple[str, str], _Tally] = {}
         self.root: Root | None = None
+        self._targets: dict[tuple[str, str | None], _Tally] = {}
+        self.device_names: dict[int, str] = {}  # device index -> "cpu", "cuda:0", "mps:0"
+        # (device, dtype, numel, dim) -> the shape first seen in that group: reading a tensor's
+        # shape costs ten times its other attributes, so long sequences read it once per group.
+        self.first_shapes: dict[tuple[int, Any, int, int], tuple[int, Any, tuple[int, ...]]] = {}
 
     def wanted(self, tensor: Any) -> bool:
         if self.device is None:
@@ -118,51 +154,162 @@ class _Census:
             self.tallies[key] = _Tally(name, kind, release, created, stranded)
         return self.tallies[key]
 
+    def _target(self, kind: str, label: str | None) -> _Tally:
+        """The tally for the current root, kind and label; cached, as it is asked per tensor."""
+        key = (kind, label)
+        target = self._targets.get(key)
+        if target is None:
+            root = self.root
+            assert root is not None
+            created = self.created.get(root.name)
+            if created is None and root.name.startswith("Out["):
+                created = int(root.name[4:-1])
+            target = self._targets[key] = self.tally(
+                _holder_name(root, kind, label),
+                kind,
+                _release_hint(root, kind, label),
+                created,
+                stranded=root.kind == HIDDEN,
+            )
+        return target
+
     def record(self, tensor: Any, path: str, kind: str, label: str | None) -> None:
-        self.reached.add(id(tensor))
-        if not self.wanted(tensor):
-            return
-        root = self.root
-        assert root is not None
-        created = self.created.get(root.name)
-        if created is None and root.name.startswith("Out["):
-            created = int(root.name[4:-1])
-        target = self.tally(
-            _holder_name(root, kind, label),
-            kind,
-            _release_hint(root, kind, label),
-            created,
-            stranded=root.kind == HIDDEN,
+        if self.device is None or self.wanted(tensor):
+            target = self._targets.get((kind, label)) or self._target(kind, label)
+            self.add(target, tensor, path)
+
+    def record_many(
+        self, items: Any, path: str, kind: str, label: str | None, visited: set[int]
+    ) -> list[int]:
+        """``record`` for every not-yet-visited tensor of a long sequence, in one tight loop (the
+        census of 100,000 tensors lives here). Returns indices of tensors with autograd state."""
+        if self.device is not None:
+            autograd = []
+            for index, tensor in enumerate(items):
+                if id(tensor) not in visited:
+                    visited.add(id(tensor))
+                    self.record(tensor, f"{path}[{index}]", kind, label)
+                    if tensor.requires_grad:
+                        autograd.append(index)
+            return autograd
+        target = self._targets.get((kind, label)) or self._target(kind, label)
+        autograd = self._record_plain_run(items, path, target, visited)
+        if autograd is not None:
+            return autograd
+        counted, shapes, names = (
+            self.counted,
+            target.shapes,
+            self.device_names,
         )
-        self.add(target, tensor, path)
+        keys, entries, autograd = target.keys, target.entries, []
+        first_shapes = self.first_shapes
+        smallest_kept, count = 0, 0
+        for index, tensor in enumerate(items):
+            ident = id(tensor)
+            if ident in visited:
+                continue
+            visited.add(ident)
+            count += 1
+            key, nbytes = storage_key(tensor)
+            if key[0] not in names:
+                names[key[0]] = str(tensor.device)
+            group = (key[0], tensor.dtype, tensor.numel(), tensor.dim())
+            shape = first_shapes.get(group)
+            if shape is None:
+                shape = first_shapes[group] = (key[0], group[1], tuple(tensor.shape))
+            shapes[shape] = shapes.get(shape, 0) + 1
+            if tensor.requires_grad:
+                autograd.append(index)
+            if key in counted:
+                continue
+            counted[key] = nbytes
+            if self.track_keys:
+                keys[key] = path
+            target.nbytes += nbytes
+            if self.keep_all or len(entries) < ENTRIES_KEPT or nbytes > smallest_kept:
+                entries.append((nbytes, f"{path}[{index}]", shape))
+                if not self.keep_all and len(entries) > 64 * ENTRIES_KEPT:
+                    entries.sort(key=lambda entry: -entry[0])
+                    del entries[ENTRIES_KEPT:]
+                    smallest_kept = entries[-1][0]
+        target.tensors += count
+        return autograd
+
+    def _record_plain_run(
+        self, items: Any, path: str, target: _Tally, visited: set[int]
+    ) -> list[int] | None:
+        """The common case of a long sequence, done in C-speed passes (``map`` over tensor
+        methods, set and Counter updates): every tensor new, each owning a storage of its own.
+        Returns None when the sequence is not that plain; then the caller goes item by item."""
+        tensor_type = type(items[0])
+        ids = list(map(id, items))
+        if not visited.isdisjoint(ids) or any(map(tensor_type._is_view, items)):
+            return None
+        devices = list(map(tensor_type.get_device, items))
+        keys = list(zip(devices, map(tensor_type.data_ptr, items), strict=True))
+        unique = set(keys)
+        if len(unique) != len(keys) or not self.counted.keys().isdisjoint(unique):
+            return None
+        sizes = list(map(operator.attrgetter("nbytes"), items))
+        visited.update(ids)
+        self.counted.update(zip(keys, sizes, strict=True))
+        if self.track_keys:
+            target.keys.update(dict.fromkeys(keys, path))
+        target.nbytes += sum(sizes)
+        target.tensors += len(ids)
+        dtypes = map(operator.attrgetter("dtype"), items)
+        groups = Counter(zip(devices, dtypes, sizes, strict=True))
+        for (device, dtype, size), count in groups.items():
+            example = items[sizes.index(size)]  # the shape shown for tensors of this size
+            if device not in self.device_names:
+                self.device_names[device] = str(example.device)
+            shape = (device, dtype, tuple(example.shape))
+            target.shapes[shape] = target.shapes.get(shape, 0) + count
+        largest = heapq.nlargest(
+            len(items) if self.keep_all else ENTRIES_KEPT, range(len(items)), key=sizes.__getitem__
+        )
+        for index in largest:
+            tensor = items[index]
+            shape = (devices[index], tensor.dtype, tuple(tensor.shape))
+            target.entries.append((sizes[index], f"{path}[{index}]", shape))
+        requires_grad = map(operator.attrgetter("requires_grad"), items)
+        return list(itertools.compress(range(len(items)), requires_grad))
 
     def add(self, target: _Tally, tensor: Any, path: str) -> None:
         key, nbytes = storage_key(tensor)
         target.tensors += 1
-        shape_key = (key[0], str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape))
-        target.shapes[shape_key] = target.shapes.get(shape_key, 0) + 1
+        if key[0] not in self.device_names:
+            self.device_names[key[0]] = str(tensor.device)
+        shape = (key[0], tensor.dtype, tensor.shape)
+        target.shapes[shape] = target.shapes.get(shape, 0) + 1
         if key in self.counted:
             return
         self.counted[key] = nbytes
-        target.keys[key] = path
+        if self.track_keys:
+            target.keys[key] = path
         target.nbytes += nbytes
-        target.entries.append(TensorEntry(path, nbytes, shape_key[2], shape_key[1], key[0]))
-        if not self.keep_all and len(target.entries) > 4 * ENTRIES_KEPT:
-            target.entries.sort(key=lambda entry: -entry.nbytes)
+        target.entries.append((nbytes, path, shape))
+        if not self.keep_all and len(target.entries) > 64 * ENTRIES_KEPT:
+            target.entries.sort(key=lambda entry: -entry[0])
             del target.entries[ENTRIES_KEPT:]
 
-    def walk(self, roots: list[Root], param_names: dict[int, str]) -> None:
-        walker = Walker(self.is_tensor, self.record, param_names)
+    def walk(self, roots: list[Root], param_names: dict[int, str]) -> set[int]:
+        """Walk every root; returns the ids of all objects visited."""
+        walker = Walker(self.is_tensor, self.record, self.record_many, param_names, self.visited)
         for root in roots:
-            self.root = root
+            self.root, self._targets = root, {}
             walker.walk(root.value, root.name, root.kind)
         self.root = None
+        return walker.visited
 
     def leftovers(self) -> None:
         """Tensors no root reached: in unreachable cycles (gc will free them), or unexplained."""
+        kinds = self.is_tensor.all_tensor_types()
         objects = gc.get_objects()
-        stray = [o for o in objects if self.is_tensor(o) and id(o) not in self.reached]
-        del objects
+        tensors = itertools.compress(objects, map(kinds.__contains__, map(type, objects)))
+        visited = self.visited
+        stray = [t for t in tensors if id(t) not in visited]
+        del objects, tensors
         stray = [t for t in stray if self.wanted(t) and storage_key(t)[0] not in self.counted]
         if not stray:
             return
@@ -198,16 +345,21 @@ class _Census:
         for tally in self.tallies.values():
             if tally.nbytes == 0:
                 continue
-            entries = sorted(tally.entries, key=lambda entry: -entry.nbytes)
+            entries = sorted(tally.entries, key=lambda entry: -entry[0])
+            if not self.keep_all:
+                entries = entries[:ENTRIES_KEPT]
             holders.append(
                 Holder(
                     name=tally.name,
                     kind=tally.kind,
                     nbytes=tally.nbytes,
                     tensor_count=tally.tensors,
-                    devices=tuple(sorted({device for device, _, _ in tally.shapes})),
+                    devices=tuple(sorted({self.device_names[d] for d, _, _ in tally.shapes})),
                     summary=_summary(tally.shapes, tally.tensors),
-                    entries=tuple(entries if self.keep_all else entries[:ENTRIES_KEPT]),
+                    entries=tuple(
+                        TensorEntry(path, nbytes, tuple(shape), _dtype(dtype), self.device_names[d])
+                        for nbytes, path, (d, dtype, shape) in entries
+                    ),
                     created_cell=tally.created_cell,
                     release=tally.release,
                     stranded=tally.stranded,
@@ -253,13 +405,14 @@ def census_and_storages(
     device: str | None = None,
     created: Mapping[str, int] | None = None,
     keep_all: bool = False,
+    track_keys: bool = True,
 ) -> tuple[Census, StorageMap]:
-    """The census, plus the storage map behind it."""
+    """The census, plus the storage map behind it (empty per holder without ``track_keys``)."""
     started = time.perf_counter()
     torch = _imported_torch()
     if torch is None:
         return Census((), 0, 0, device, time.perf_counter() - started), StorageMap({}, {})
-    census = _Census(torch, device, created or {}, keep_all)
+    census = _Census(torch, device, created or {}, keep_all, track_keys)
     roots = find_roots(shell, namespace)
     census.walk(roots, parameter_names(roots, torch))
     del roots
@@ -280,15 +433,16 @@ def take_census(
     keep_all: bool = False,
 ) -> Census:
     """Census of every live tensor by holder. Without torch imported there are no tensors."""
-    return census_and_storages(shell, namespace, device, created, keep_all)[0]
+    return census_and_storages(shell, namespace, device, created, keep_all, track_keys=False)[0]
 
 
-def reach(value: Any, name: str) -> dict[StorageKey, str]:
-    """Storages one object keeps alive, each with the path of the first tensor reaching it.
-    Used to tell which other holders pin the same memory as a named variable."""
+def reach(value: Any, name: str) -> tuple[dict[StorageKey, str], set[int]]:
+    """What one object keeps alive: each storage with the path of the first tensor reaching it,
+    and the ids of every object on the way. Tells which other holders pin a named variable."""
     torch = _imported_torch()
     if torch is None:
-        return {}
+        return {}, set()
     census = _Census(torch, None, {}, keep_all=True)
-    census.walk([Root(name, VARIABLE, value, [])], {})
-    return {key: path for tally in census.tallies.values() for key, path in tally.keys.items()}
+    visited = census.walk([Root(name, VARIABLE, value, [])], {})
+    keys = {key: path for tally in census.tallies.values() for key, path in tally.keys.items()}
+    return keys, visited

@@ -24,56 +24,93 @@ _NEVER = (types.ModuleType, type, types.BuiltinFunctionType, types.CodeType)
 _BULK_CHECK_ABOVE = 32
 
 
-def may_hold_objects(items: list[Any], depth: int = 3) -> bool:
+def may_hold_objects(items: list[Any], kinds: set[type] | None = None, depth: int = 3) -> bool:
     """False when ``items`` (and their plain-container contents, ``depth`` levels down) hold only
-    plain values: then nothing below can be a tensor. Runs at C speed over the whole level."""
+    plain values: then nothing below can be a tensor. Runs at C speed over the whole level;
+    ``kinds`` is the set of the items' types when the caller has it already."""
     level = items
     for _ in range(depth):
-        kinds = set(map(type, level)) - ATOMIC
+        kinds = (kinds if kinds is not None else set(map(type, level))) - ATOMIC
         if not kinds:
             return False
         if any(not issubclass(kind, _PLAIN) for kind in kinds):
             return True
-        level = gc.get_referents(*level)
+        level, kinds = gc.get_referents(*level), None
     return True
 
 
 class Walker:
     """Shared state of one census: objects already visited, storages already counted.
 
-    ``record(tensor, path, kind, label)`` is called once per tensor object reached first here.
+    ``record(tensor, path, kind, label)`` is called once per tensor object reached first here;
+    ``record_many(items, path, kind, label, visited)`` once per long sequence of tensors, returning
+    the indices of those that need autograd attention (a gradient or a graph).
     """
 
     def __init__(
         self,
         is_tensor: Callable[[Any], bool],
         record: Callable[[Any, str, str, str | None], None],
+        record_many: Callable[[Any, str, str, str | None, set[int]], list[int]],
         param_names: dict[int, str],
+        visited: set[int],
     ) -> None:
         self.is_tensor = is_tensor
         self.record = record
+        self.record_many = record_many
         self.param_names = param_names
-        self.visited: set[int] = set()
+        self.visited = visited
         self._saved_attrs: dict[type, list[str]] = {}
 
     def walk(self, root: Any, path: str, kind: str) -> None:
+        if type(root) in ATOMIC:
+            return
         stack: list[tuple[Any, str, str, str | None]] = [(root, path, kind, None)]
+        visited, is_tensor = self.visited, self.is_tensor
         while stack:
             obj, path, kind, label = stack.pop()
-            if type(obj) in ATOMIC or id(obj) in self.visited or isinstance(obj, _NEVER):
+            if id(obj) in visited:
                 continue
-            self.visited.add(id(obj))
+            visited.add(id(obj))
+            if is_tensor(obj):  # the hot path: inline, no generator per tensor
+                self._tensor(obj, path, kind, label, stack)
+                continue
+            if isinstance(obj, _NEVER):
+                continue
+            if type(obj) in (list, tuple) and len(obj) > _BULK_CHECK_ABOVE:
+                kinds = set(map(type, obj))
+                if len(kinds) == 1 and is_tensor(obj[0]):
+                    self._tensors(obj, path, kind, label, stack)
+                    continue
+                if not may_hold_objects(obj, kinds):  # a million plain values: skip in bulk
+                    continue
             for child in self._children(obj, path, kind, label):
                 if type(child[0]) not in ATOMIC:
                     stack.append(child)
 
+    def _tensor(self, tensor: Any, path: str, kind: str, label: str | None, stack: list) -> None:
+        """Record a tensor, then queue its gradient, or the autograd graph it keeps alive."""
+        self.record(tensor, path, kind, label)
+        if tensor.requires_grad:
+            self._queue_autograd(tensor, path, kind, label, stack)
+
+    @staticmethod
+    def _queue_autograd(tensor: Any, path: str, kind: str, label: str | None, stack: list) -> None:
+        if tensor.is_leaf:
+            if tensor.grad is not None:
+                stack.append((tensor.grad, f"{path}.grad", kind, label))
+        elif tensor.grad_fn is not None:
+            stack.append((tensor.grad_fn, f"{path}.grad_fn", GRAPH, "autograd graph"))
+
+    def _tensors(self, items: Any, path: str, kind: str, label: str | None, stack: list) -> None:
+        """A long list or tuple of tensors (a dataset, a cache): recorded in one batch."""
+        for index in self.record_many(items, path, kind, label, self.visited):
+            tensor = items[index]
+            self._queue_autograd(tensor, f"{path}[{index}]", kind, label, stack)
+
     def _children(
         self, obj: Any, path: str, kind: str, label: str | None
     ) -> Iterator[tuple[Any, str, str, str | None]]:
-        if self.is_tensor(obj):
-            self.record(obj, path, kind, label)
-            yield from self._tensor_children(obj, path, kind, label)
-            return
         node = _torch_attr("autograd", "graph")
         if node is not None and isinstance(obj, node.Node):
             yield from self._graph_children(obj, path)
@@ -93,8 +130,6 @@ class Walker:
                 yield value, f"{path}[{self._key_text(key)}]", kind, label
             return
         if isinstance(obj, (list, tuple)):
-            if len(obj) > _BULK_CHECK_ABOVE and not may_hold_objects(list(obj)):
-                return
             for index, value in enumerate(obj):
                 yield value, f"{path}[{index}]", kind, label
             return
@@ -166,16 +201,6 @@ class Walker:
         if opaque and gc.is_tracked(obj):
             for value in gc.get_referents(obj):
                 yield value, f"{path}.<internal>", kind, label
-
-    def _tensor_children(
-        self, tensor: Any, path: str, kind: str, label: str | None
-    ) -> Iterator[tuple[Any, str, str, str | None]]:
-        if tensor.is_leaf:
-            grad = tensor.grad
-            if grad is not None:
-                yield grad, f"{path}.grad", kind, label
-        elif tensor.grad_fn is not None:
-            yield tensor.grad_fn, f"{path}.grad_fn", GRAPH, "autograd graph"
 
     def _graph_children(self, node: Any, path: str) -> Iterator[tuple[Any, str, str, str | None]]:
         """An autograd node: the tensors it saved for backward, then the nodes it leads to."""
