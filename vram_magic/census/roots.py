@@ -64,6 +64,8 @@ def find_roots(shell: Any | None, namespace: dict[str, Any]) -> list[Root]:
         _add(roots, f"Out[{number}]", HIDDEN, value)
     for name in sorted(n for n in namespace if _OUTPUT_NAME.match(n)):
         _add(roots, name, HIDDEN, namespace[name])
+    for name in ("last_exc", "last_value", "last_traceback"):
+        _add(roots, f"sys.{name}", HIDDEN, getattr(sys, name, None))
     if shell is not None:
         hook = getattr(shell, "displayhook", None)
         for name in ("_", "__", "___"):
@@ -74,6 +76,4 @@ def find_roots(shell: Any | None, namespace: dict[str, Any]) -> list[Root]:
             _add(roots, "last cell's error", HIDDEN, last.error_in_exec)
         formatter = getattr(shell, "InteractiveTB", None)
         _add(roots, "IPython's last traceback", HIDDEN, getattr(formatter, "tb", None))
-    for name in ("last_exc", "last_value", "last_traceback"):
-        _add(roots, f"sys.{name}", HIDDEN, getattr(sys, name, None))
     return list(roots.values())

@@ -33,7 +33,8 @@ def _report(options: argparse.Namespace) -> View:
 
 
 def _who(options: argparse.Namespace) -> View:
-    return census_view(api.who(device=options.device), top=options.top, every=options.all)
+    census = api.who(device=options.device, keep_all=options.all)
+    return census_view(census, top=options.top, every=options.all)
 
 
 def _history(options: argparse.Namespace) -> View:
