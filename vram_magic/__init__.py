@@ -16,7 +16,7 @@ _LAZY = {
     "who": "vram_magic.api",
     "history": "vram_magic.api",
     "free": "vram_magic.api",
-    "settings": "vram_magic.settings",
+    "settings": "vram_magic.config",
     "Census": "vram_magic.census.model",
     "Holder": "vram_magic.census.model",
     "CellRecord": "vram_magic.actions.history",

@@ -13,9 +13,9 @@ from vram_magic.actions.free import clear_exception
 from vram_magic.actions.history import CellRecord, CellRecorder
 from vram_magic.actions.oom import explain_oom, is_oom
 from vram_magic.census.take import take_census
+from vram_magic.config import settings
 from vram_magic.readings.report import read_report
 from vram_magic.render.actions import oom_view
-from vram_magic.settings import settings
 
 
 class CellHooks:

@@ -1,0 +1,73 @@
+"""Shell tier: per-cell history from real cells, cheap hooks that never break a cell."""
+
+import sys
+
+import pytest
+
+import vram_magic
+from vram_magic.actions.history import CellRecorder
+
+MB = 2**20
+
+
+def run(shell, code):
+    return shell.run_cell(code, store_history=True)
+
+
+@pytest.fixture
+def vram(shell):
+    run(shell, "%load_ext vram_magic")
+    run(shell, "import torch")
+    yield shell
+    run(shell, "%vram free")
+    run(shell, "%unload_ext vram_magic")
+
+
+def host(record):
+    return record.on("host RAM")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS reset is Linux's")
+def test_cells_record_before_after_peak_and_new_names(vram):
+    run(vram, "kept = torch.ones(25 * 2**20)")  # 100 MB, kept
+    run(vram, "float(torch.ones(25 * 2**20).sum())")  # 100 MB, only during the cell
+    kept, passing = vram_magic.history()[-2:]
+    assert kept.grew[0] == ("kept", 100 * MB)
+    assert host(kept).retained >= 90 * MB
+    assert host(passing).peak - host(passing).before >= 90 * MB
+    assert host(passing).retained < 20 * MB
+    assert passing.grew == ()
+    assert kept.execution_count + 1 == passing.execution_count
+    assert kept.source == "kept = torch.ones(25 * 2**20)"
+    run(vram, "del kept")
+
+
+def test_history_magic_shows_table_and_chart(vram):
+    run(vram, "small = torch.ones(1000)")
+    view = run(vram, "%vram history --last 3").result
+    assert len(view.data) == 3
+    assert "small = torch.ones(1000)" in view.text and "names that grew" in view.text
+    assert "<svg" in view.html and "<table>" in view.html
+    run(vram, "del small")
+
+
+def test_a_failing_hook_never_breaks_the_cell(vram, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("recorder exploded")
+
+    monkeypatch.setattr(CellRecorder, "after", broken)
+    first = run(vram, "6 * 7")
+    second = run(vram, "6 * 8")
+    assert first.success and first.result == 42 and second.result == 48
+    errors = capsys.readouterr().err
+    assert errors.count("vram_magic: cell tracking stopped") == 1
+    assert "recorder exploded" in errors
+
+
+def test_unload_removes_the_hooks(shell):
+    before = {e: list(c) for e, c in shell.events.callbacks.items()}
+    run(shell, "%load_ext vram_magic")
+    assert len(shell.events.callbacks["post_run_cell"]) == len(before["post_run_cell"]) + 1
+    run(shell, "%unload_ext vram_magic")
+    assert {e: list(c) for e, c in shell.events.callbacks.items()} == before
+    assert vram_magic.history() == ()
