@@ -15,15 +15,15 @@ SIZE = 100 * MB
 
 SCENARIOS = {
     "output cache, then del": (
-        ["x = torch.ones(SIZE // 4); w = weakref.ref(x)", "x", "del x"],
+        ["x = torch.ones(SIZE // 4, device=DEV); w = weakref.ref(x)", "x", "del x"],
         "Out[",
         "hidden",
         "",
     ),
     "exception inside a function": (
         [
-            "def boom():\n    big = torch.ones(SIZE // 4)\n    global w\n    w = weakref.ref(big)\n"
-            "    raise ValueError('boom')",
+            "def boom():\n    big = torch.ones(SIZE // 4, device=DEV)\n"
+            "    global w\n    w = weakref.ref(big)\n    raise ValueError('boom')",
             "boom()",
         ],
         "sys.last_value",
@@ -33,7 +33,7 @@ SCENARIOS = {
     "model and optimizer in a reference cycle": (
         [
             "gc.disable()\nclass Trainer: pass\ntrainer = Trainer()\n"
-            "trainer.model = torch.nn.Linear(5120, 5120, bias=False)\n"
+            "trainer.model = torch.nn.Linear(5120, 5120, bias=False, device=DEV)\n"
             "trainer.opt = torch.optim.SGD(trainer.model.parameters(), lr=0.1)\n"
             "trainer.me = trainer\nw = weakref.ref(trainer.model.weight)\ndel trainer",
         ],
@@ -43,8 +43,8 @@ SCENARIOS = {
     ),
     "loss kept with its graph": (
         [
-            "layer = torch.nn.Linear(1024, 1024)\n"
-            "activations = torch.ones(SIZE // 4 // 1024, 1024, requires_grad=False)\n"
+            "layer = torch.nn.Linear(1024, 1024, device=DEV)\n"
+            "activations = torch.ones(SIZE // 4 // 1024, 1024, device=DEV)\n"
             "loss = layer(activations).relu().sum()\nw = weakref.ref(activations)\n"
             "del activations, layer",
         ],
@@ -53,14 +53,14 @@ SCENARIOS = {
         "loss",
     ),
     "_ after an expression": (
-        ["torch.ones(SIZE // 4) + 1", "w = weakref.ref(_)"],
+        ["torch.ones(SIZE // 4, device=DEV) + 1", "w = weakref.ref(_)"],
         "_",
         "hidden",
         "",
     ),
     "closure capturing a tensor": (
         [
-            "def make():\n    captured = torch.ones(SIZE // 4)\n    global w\n"
+            "def make():\n    captured = torch.ones(SIZE // 4, device=DEV)\n    global w\n"
             "    w = weakref.ref(captured)\n    return lambda: captured.sum()",
             "fn = make()",
         ],
@@ -70,8 +70,8 @@ SCENARIOS = {
     ),
     "exception kept in a variable": (
         [
-            "def fail():\n    big = torch.ones(SIZE // 4)\n    global w\n    w = weakref.ref(big)\n"
-            "    raise KeyError('x')",
+            "def fail():\n    big = torch.ones(SIZE // 4, device=DEV)\n"
+            "    global w\n    w = weakref.ref(big)\n    raise KeyError('x')",
             "try:\n    fail()\nexcept KeyError as error:\n    kept_error = error",
         ],
         "kept_error (traceback frames)",
@@ -85,44 +85,56 @@ def run(shell, code):
     return shell.run_cell(code, store_history=True)
 
 
-@pytest.fixture
-def vram(shell):
+def start(shell, device):
+    """Load vram_magic, define SIZE, DEV and a bystander, and start from nothing stranded."""
     run(shell, "%load_ext vram_magic")
-    run(
-        shell,
-        f"import gc, weakref, torch\nSIZE = {SIZE}\nbystander = torch.ones(MB_4)".replace(
-            "MB_4", str(MB // 4)
-        ),
-    )
-    run(shell, "%vram free")  # start from a clean slate
-    yield shell
+    run(shell, f"import gc, weakref, torch\nSIZE = {SIZE}\nDEV = {device!r}")
+    run(shell, f"bystander = torch.ones({MB // 4}, device=DEV)")
+    run(shell, "%vram free")
+
+
+def finish(shell):
     gc.enable()
     run(shell, "%vram free")
     run(shell, "%unload_ext vram_magic")
 
 
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_who_names_and_free_returns(vram, scenario):
+@pytest.fixture
+def vram(shell):
+    start(shell, "cpu")
+    yield shell
+    finish(shell)
+
+
+def check_scenario(shell, scenario):
+    """Strand memory the scenario's way; who must name it, free must return it. Returns
+    (bytes stranded per who, bytes returned per free)."""
     cells, holder_part, kind, free_names = SCENARIOS[scenario]
     for code in cells:
-        run(vram, code)
-    census = run(vram, "%vram who --all").result.data
+        run(shell, code)
+    census = run(shell, "%vram who --all").result.data
     matching = [h for h in census.holders if holder_part in h.name and h.kind == kind]
     assert matching, [(h.name, h.kind, h.nbytes) for h in census.holders]
     stranded = sum(h.nbytes for h in matching)
     assert stranded >= SIZE
 
-    bystander_id = id(vram.user_ns["bystander"])
-    result = run(vram, f"%vram free {free_names}").result.data
-    assert vram.user_ns["w"]() is None, "the stranded tensor is still alive"
+    bystander_id = id(shell.user_ns["bystander"])
+    result = run(shell, f"%vram free {free_names}").result.data
+    assert shell.user_ns["w"]() is None, "the stranded tensor is still alive"
     returned = sum(r.nbytes for r in result.released if holder_part in r.holder)
     assert returned >= 0.99 * stranded, result
-    assert id(vram.user_ns["bystander"]) == bystander_id
-    assert vram.user_ns["bystander"].sum().item() == MB // 4
+    assert id(shell.user_ns["bystander"]) == bystander_id
+    assert shell.user_ns["bystander"].sum().item() == MB // 4
+    return stranded, returned
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_who_names_and_free_returns(vram, scenario):
+    check_scenario(vram, scenario)
 
 
 def test_dry_run_frees_nothing(vram):
-    run(vram, "x = torch.ones(SIZE // 4); w = weakref.ref(x)")
+    run(vram, "x = torch.ones(SIZE // 4, device=DEV); w = weakref.ref(x)")
     run(vram, "x")
     run(vram, "del x")
     result = run(vram, "%vram free --dry-run").result.data

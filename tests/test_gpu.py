@@ -110,3 +110,78 @@ def test_another_process_shows_as_other():
         assert others[holder.pid] >= 512 * 2**20
     finally:
         holder.communicate("")
+
+
+# The census scenarios of test_census_shell.py, on CUDA, with the allocator as the witness.
+@pytest.fixture
+def cuda_vram(shell):
+    from test_census_shell import finish, start
+
+    start(shell, "cuda")
+    yield shell
+    finish(shell)
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "output cache, then del",
+        "exception inside a function",
+        "model and optimizer in a reference cycle",
+        "loss kept with its graph",
+        "_ after an expression",
+        "closure capturing a tensor",
+        "exception kept in a variable",
+    ],
+)
+def test_census_scenarios_on_cuda(cuda_vram, scenario):
+    from test_census_shell import SIZE, check_scenario
+
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    stranded, returned = check_scenario(cuda_vram, scenario)
+    freed = before - torch.cuda.memory_allocated()  # before the scenario ran: back to it
+    assert freed >= -0.01 * SIZE  # everything the scenario allocated was returned
+    assert returned >= 0.99 * stranded
+
+
+def test_allocator_cache_after_del_is_named_and_returned(cuda_vram):
+    from test_census_shell import SIZE, run
+
+    run(cuda_vram, "x = torch.ones(SIZE // 4, device='cuda'); w = weakref.ref(x)")
+    run(cuda_vram, "del x")
+    census = run(cuda_vram, "%vram who").result.data
+    (cache,) = census.by_kind("cache")
+    assert cache.name == "allocator cache (cuda:0)" and cache.nbytes >= SIZE
+    reserved = torch.cuda.memory_reserved()
+    result = run(cuda_vram, "%vram free").result.data
+    assert result.cache_returned >= 0.99 * SIZE
+    assert reserved - torch.cuda.memory_reserved() >= 0.99 * SIZE
+
+
+def test_cell_peak_comes_from_the_allocator(cuda_vram):
+    from test_census_shell import SIZE, run
+
+    import vram_magic
+
+    run(cuda_vram, "float(torch.ones(SIZE // 4, device='cuda').sum())")
+    memory = vram_magic.history()[-1].on("cuda:0")
+    assert memory.peak - memory.before >= SIZE
+    assert abs(memory.retained) < SIZE // 10
+
+
+def test_cuda_oom_report(cuda_vram, capsys):
+    from test_census_shell import run
+
+    run(
+        cuda_vram,
+        "def step():\n    held = torch.ones(2**20, device='cuda')\n"
+        "    return torch.empty(2**40, dtype=torch.uint8, device='cuda')",
+    )
+    capsys.readouterr()
+    result = run(cuda_vram, "step()")
+    assert isinstance(result.error_in_exec, torch.OutOfMemoryError)
+    out = capsys.readouterr().out
+    assert "vram_magic: out of memory (OutOfMemoryError)" in out
+    assert "the failed allocation asked for 1024.00 GiB" in out
+    assert "cuda:0" in out

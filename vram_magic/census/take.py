@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vram_magic.census.cycles import unreachable_ids
-from vram_magic.census.model import CACHE, HIDDEN, UNKNOWN, VARIABLE, Census, Holder, TensorEntry
+from vram_magic.census.model import (
+    CACHE,
+    GRAPH,
+    HIDDEN,
+    UNKNOWN,
+    VARIABLE,
+    Census,
+    Holder,
+    TensorEntry,
+)
 from vram_magic.census.roots import Root, find_roots
 from vram_magic.census.walk import Walker
 
@@ -100,7 +109,8 @@ def _release_hint(root: Root, kind: str, label: str | None) -> str:
 
 
 def _holder_name(root: Root, kind: str, label: str | None) -> str:
-    if root.kind == HIDDEN or kind == VARIABLE or label is None:
+    """``model``, ``fn (closure)``, ``loss (autograd graph)``, ``Out[5] (autograd graph)``."""
+    if label is None or kind == VARIABLE or (root.kind == HIDDEN and kind != GRAPH):
         return root.label
     return f"{root.label} ({label})"
 

@@ -203,19 +203,22 @@ class Walker:
                 yield value, f"{path}.<internal>", kind, label
 
     def _graph_children(self, node: Any, path: str) -> Iterator[tuple[Any, str, str, str | None]]:
-        """An autograd node: the tensors it saved for backward, then the nodes it leads to."""
+        """An autograd node: the tensors it saved for backward, then the nodes it leads to.
+        Paths name the operation, not the route: ``loss.grad_fn → AddmmBackward0._saved_mat1``
+        (a graph is often hundreds of nodes deep)."""
+        where = f"{path} → {type(node).__name__}"
         for name in self._saved_names(node):
             try:
                 value = getattr(node, name)
             except Exception:  # freed by a backward pass, or not a tensor-like attribute
                 continue
-            yield value, f"{path}.{name}", GRAPH, "autograd graph"
+            yield value, f"{where}.{name}", GRAPH, "autograd graph"
         variable = getattr(node, "variable", None)  # AccumulateGrad: the leaf it feeds
         if variable is not None:
-            yield variable, f"{path}.variable", GRAPH, "autograd graph"
-        for index, (child, _) in enumerate(getattr(node, "next_functions", ()) or ()):
+            yield variable, f"{where}.variable", GRAPH, "autograd graph"
+        for child, _ in getattr(node, "next_functions", ()) or ():
             if child is not None:
-                yield child, f"{path}.next_functions[{index}]", GRAPH, "autograd graph"
+                yield child, path, GRAPH, "autograd graph"
 
     def _saved_names(self, node: Any) -> list[str]:
         names = self._saved_attrs.get(type(node))
