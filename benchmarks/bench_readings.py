@@ -90,8 +90,8 @@ def main() -> int:
 
     def magic_report() -> None:
         view = shell.run_line_magic("vram", "report")
-        render_text(view.report)
-        render_html(view.report)
+        render_text(view.data)
+        render_html(view.data)
 
     rows = [
         (

@@ -19,7 +19,14 @@ CELLS = [
     "logits = model(batch).logits\nlogits.float().softmax(-1)[:, -1]",
     "del logits",
 ]
-SHOW = ["%vram report", "%vram who --top 8", "%vram history", "%vram free", "%vram report"]
+SHOW = [
+    "%vram report",
+    "%vram who --top 8",
+    "%vram history",
+    "%vram free",
+    "%vram report",
+    "activations = torch.empty(2**40, dtype=torch.uint8, device=device)  # 1 TiB: out of memory",
+]
 
 
 def main() -> None:
@@ -30,7 +37,9 @@ def main() -> None:
             raise SystemExit(f"cell failed: {cell}")
     for line in SHOW:
         print(f">>> {line}")
-        print(repr(shell.run_cell(line, store_history=True).result))
+        result = shell.run_cell(line, store_history=True).result
+        if result is not None:
+            print(repr(result))
         print()
 
 

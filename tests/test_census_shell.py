@@ -106,9 +106,9 @@ def vram(shell):
     finish(shell)
 
 
-def check_scenario(shell, scenario):
+def check_scenario(shell, scenario, allocated=lambda: 0):
     """Strand memory the scenario's way; who must name it, free must return it. Returns
-    (bytes stranded per who, bytes returned per free)."""
+    (bytes stranded per who, bytes returned per free, drop of ``allocated()`` across free)."""
     cells, holder_part, kind, free_names = SCENARIOS[scenario]
     for code in cells:
         run(shell, code)
@@ -119,13 +119,15 @@ def check_scenario(shell, scenario):
     assert stranded >= SIZE
 
     bystander_id = id(shell.user_ns["bystander"])
+    before = allocated()
     result = run(shell, f"%vram free {free_names}").result.data
+    dropped = before - allocated()
     assert shell.user_ns["w"]() is None, "the stranded tensor is still alive"
     returned = sum(r.nbytes for r in result.released if holder_part in r.holder)
     assert returned >= 0.99 * stranded, result
     assert id(shell.user_ns["bystander"]) == bystander_id
     assert shell.user_ns["bystander"].sum().item() == MB // 4
-    return stranded, returned
+    return stranded, returned, dropped
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))

@@ -44,11 +44,12 @@ def test_cells_record_before_after_peak_and_new_names(vram):
 
 def test_history_magic_shows_table_and_chart(vram):
     run(vram, "small = torch.ones(1000)")
-    view = run(vram, "%vram history --last 3").result
-    assert len(view.data) == 3
+    run(vram, "other = 1")
+    view = run(vram, "%vram history --last 2").result
+    assert len(view.data) == 2
     assert "small = torch.ones(1000)" in view.text and "names that grew" in view.text
     assert "<svg" in view.html and "<table>" in view.html
-    run(vram, "del small")
+    run(vram, "del small, other")
 
 
 def test_a_failing_hook_never_breaks_the_cell(vram, monkeypatch, capsys):

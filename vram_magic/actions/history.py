@@ -124,7 +124,7 @@ class CellRecorder:
         self.records: deque[CellRecord] = deque(maxlen=HISTORY_LENGTH)
         self.names = NameSizes()
         self._marks = CellMarks()
-        self._before: tuple[MemoryMark, ...] = ()
+        self._before: tuple[MemoryMark, ...] | None = None  # None: no cell started
         self._started = 0.0
         self._wall = 0.0
         self._source = ""
@@ -137,10 +137,15 @@ class CellRecorder:
 
     def after(
         self, namespace: dict[str, Any], cell: int | None, error: BaseException | None
-    ) -> CellRecord:
+    ) -> CellRecord | None:
+        """Record the cell that just ran; None for a cell that started before the hooks did
+        (the ``%load_ext`` cell itself)."""
+        if self._before is None:
+            return None
         seconds = time.perf_counter() - self._started
         after = self._marks.read()
         before = {mark.device: mark.current for mark in self._before}
+        self._before = None
         memory = tuple(
             CellMemory(mark.device, before.get(mark.device, 0), mark.current, mark.peak)
             for mark in after

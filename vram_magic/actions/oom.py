@@ -109,12 +109,14 @@ def _models(namespace: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _linear_weights(model: Any) -> tuple[int, int]:
-    """(bytes, elements) of the weights bitsandbytes would quantize: Linear layers."""
+    """(bytes, elements) of the weights bitsandbytes quantizes when transformers loads a model in
+    8 or 4 bits: Linear layers (and GPT-2's Conv1D), but not the output head."""
     import torch
 
     total_bytes = total_elements = 0
-    for module in model.modules():
-        if isinstance(module, torch.nn.Linear):
+    for name, module in model.named_modules():
+        quantized = isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+        if quantized and not name.endswith("lm_head"):
             total_bytes += module.weight.numel() * module.weight.element_size()
             total_elements += module.weight.numel()
     return total_bytes, total_elements
@@ -160,7 +162,7 @@ def _fixes(stranded: int, activations: int | None, namespace: dict[str, Any]) ->
             )
         all_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         fixes.append(
-            Fix("a model half the size", all_bytes // 2, f"{name} holds {all_bytes} bytes", True)
+            Fix("a model half the size", all_bytes // 2, f"half of {name}'s weights", True)
         )
     fixes = [fix for fix in fixes if fix.saves > 0]
     fixes.sort(key=lambda fix: -fix.saves)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vram_magic.census.cycles import unreachable_ids
+from vram_magic.census.cycles import split_cycles
 from vram_magic.census.model import (
     CACHE,
     GRAPH,
@@ -141,7 +141,10 @@ class _Census:
         self.created = created
         self.keep_all = keep_all
         self.counted: dict[StorageKey, int] = {}
-        self.visited: set[int] = set()  # ids of every object the walk reached, tensors too
+        # Every object the walk reached, by id. The objects are kept, not just their ids: autograd
+        # nodes and unpacked saved tensors are wrappers made on access, and a freed wrapper's id
+        # is soon reused by the next one, which would then look visited.
+        self.visited: dict[int, Any] = {}
         self.tallies: dict[tuple[str, str], _Tally] = {}
         self.root: Root | None = None
         self._targets: dict[tuple[str, str | None], _Tally] = {}
@@ -189,7 +192,7 @@ class _Census:
             self.add(target, tensor, path)
 
     def record_many(
-        self, items: Any, path: str, kind: str, label: str | None, visited: set[int]
+        self, items: Any, path: str, kind: str, label: str | None, visited: dict[int, Any]
     ) -> list[int]:
         """``record`` for every not-yet-visited tensor of a long sequence, in one tight loop (the
         census of 100,000 tensors lives here). Returns indices of tensors with autograd state."""
@@ -197,7 +200,7 @@ class _Census:
             autograd = []
             for index, tensor in enumerate(items):
                 if id(tensor) not in visited:
-                    visited.add(id(tensor))
+                    visited[id(tensor)] = tensor
                     self.record(tensor, f"{path}[{index}]", kind, label)
                     if tensor.requires_grad:
                         autograd.append(index)
@@ -218,7 +221,7 @@ class _Census:
             ident = id(tensor)
             if ident in visited:
                 continue
-            visited.add(ident)
+            visited[ident] = tensor
             count += 1
             key, nbytes = storage_key(tensor)
             if key[0] not in names:
@@ -246,14 +249,14 @@ class _Census:
         return autograd
 
     def _record_plain_run(
-        self, items: Any, path: str, target: _Tally, visited: set[int]
+        self, items: Any, path: str, target: _Tally, visited: dict[int, Any]
     ) -> list[int] | None:
         """The common case of a long sequence, done in C-speed passes (``map`` over tensor
         methods, set and Counter updates): every tensor new, each owning a storage of its own.
         Returns None when the sequence is not that plain; then the caller goes item by item."""
         tensor_type = type(items[0])
         ids = list(map(id, items))
-        if not visited.isdisjoint(ids) or any(map(tensor_type._is_view, items)):
+        if not visited.keys().isdisjoint(ids) or any(map(tensor_type._is_view, items)):
             return None
         devices = list(map(tensor_type.get_device, items))
         keys = list(zip(devices, map(tensor_type.data_ptr, items), strict=True))
@@ -261,7 +264,7 @@ class _Census:
         if len(unique) != len(keys) or not self.counted.keys().isdisjoint(unique):
             return None
         sizes = list(map(operator.attrgetter("nbytes"), items))
-        visited.update(ids)
+        visited.update(zip(ids, items, strict=True))
         self.counted.update(zip(keys, sizes, strict=True))
         if self.track_keys:
             target.keys.update(dict.fromkeys(keys, path))
@@ -304,13 +307,13 @@ class _Census:
             del target.entries[ENTRIES_KEPT:]
 
     def walk(self, roots: list[Root], param_names: dict[int, str]) -> set[int]:
-        """Walk every root; returns the ids of all objects visited."""
+        """Walk every root; returns the ids of every object visited."""
         walker = Walker(self.is_tensor, self.record, self.record_many, param_names, self.visited)
         for root in roots:
             self.root, self._targets = root, {}
             walker.walk(root.value, root.name, root.kind)
         self.root = None
-        return walker.visited
+        return set(walker.visited)
 
     def leftovers(self) -> None:
         """Tensors no root reached: in unreachable cycles (gc will free them), or unexplained."""
@@ -319,18 +322,19 @@ class _Census:
         tensors = itertools.compress(objects, map(kinds.__contains__, map(type, objects)))
         visited = self.visited
         stray = [t for t in tensors if id(t) not in visited]
-        del objects, tensors
+        del objects, tensors, visited
+        self.visited = {}  # the walk is over: hold no object while looking for cycles
         stray = [t for t in stray if self.wanted(t) and storage_key(t)[0] not in self.counted]
         if not stray:
             return
-        garbage = unreachable_ids(stray)
+        in_cycles, held = split_cycles(stray)
         cycles = self.tally(CYCLES, HIDDEN, "%vram free", None, stranded=True)
         unknown = self.tally(
             "no holder found", UNKNOWN, "held outside the notebook (module globals, threads?)", None
         )
-        for tensor in stray:
-            self.add(cycles if id(tensor) in garbage else unknown, tensor, "?")
-        del stray
+        for tensors, target in ((in_cycles, cycles), (held, unknown)):
+            for tensor in tensors:
+                self.add(target, tensor, "?")
 
     def cache(self, torch: Any) -> None:
         """Reserved-but-unallocated bytes of torch's caching allocator, per CUDA device."""

@@ -53,7 +53,7 @@ class Walker:
         record: Callable[[Any, str, str, str | None], None],
         record_many: Callable[[Any, str, str, str | None, set[int]], list[int]],
         param_names: dict[int, str],
-        visited: set[int],
+        visited: dict[int, Any],
     ) -> None:
         self.is_tensor = is_tensor
         self.record = record
@@ -71,7 +71,7 @@ class Walker:
             obj, path, kind, label = stack.pop()
             if id(obj) in visited:
                 continue
-            visited.add(id(obj))
+            visited[id(obj)] = obj
             if is_tensor(obj):  # the hot path: inline, no generator per tensor
                 self._tensor(obj, path, kind, label, stack)
                 continue
