@@ -108,3 +108,18 @@ def test_fixes_are_ranked_by_bytes_saved(vram):
     assert by_action["load in 8-bit"] == weight_bytes - 2048 * 2048
     assert by_action["load in 4-bit"] == weight_bytes - 2048 * 2048 // 2
     assert report.requested == 2 * GiB
+    assert "check the failed allocation's shape" not in by_action  # no device readings given
+
+
+def test_a_request_larger_than_the_gpu_points_at_the_shape(vram):
+    from fake_nvml import fake_session
+
+    from vram_magic.actions.oom import explain_oom
+    from vram_magic.census.take import take_census
+    from vram_magic.readings.report import read_report
+
+    devices = read_report(fake_session("one_gpu"), environ={}).devices  # a 24 GB card
+    error = RuntimeError("CUDA out of memory. Tried to allocate 1024.00 GiB")
+    report = explain_oom(error, take_census(vram, vram.user_ns), devices, None, {}, True)
+    first = report.fixes[0]
+    assert first.action == "check the failed allocation's shape" and first.saves == 1024 * GiB

@@ -122,8 +122,23 @@ def _linear_weights(model: Any) -> tuple[int, int]:
     return total_bytes, total_elements
 
 
-def _fixes(stranded: int, activations: int | None, namespace: dict[str, Any]) -> list[Fix]:
+def _fixes(
+    stranded: int,
+    activations: int | None,
+    namespace: dict[str, Any],
+    requested: int | None,
+    devices: tuple[DeviceReading, ...],
+) -> list[Fix]:
     fixes = []
+    largest = max((d.total or 0 for d in devices), default=0)
+    if requested and largest and requested > largest:
+        fixes.append(
+            Fix(
+                "check the failed allocation's shape",
+                requested,
+                "it alone is larger than the whole GPU: a wrong shape, dtype or device?",
+            )
+        )
     if stranded:
         fixes.append(Fix("free stranded memory", stranded, "%vram free"))
     if activations:
@@ -188,6 +203,8 @@ def explain_oom(
         devices=devices,
         top_holders=census.holders[:top],
         stranded=stranded,
-        fixes=tuple(_fixes(stranded, _activation_bytes(record, requested), namespace)),
+        fixes=tuple(
+            _fixes(stranded, _activation_bytes(record, requested), namespace, requested, devices)
+        ),
         frames_cleared=frames_cleared,
     )
