@@ -39,14 +39,16 @@ class Released:
 class FreeResult:
     dry_run: bool
     released: tuple[Released, ...]
-    cache_returned: int
+    cache_returned: int  # bytes torch's CUDA cache handed back to the driver
     still_held: tuple[Holder, ...]
     kept: tuple[str, ...]
     deleted: tuple[str, ...]
+    freed_into_cache: int = 0  # released CUDA bytes: they went to the cache, then to the driver
 
     @property
     def total(self) -> int:
-        return sum(r.nbytes for r in self.released) + self.cache_returned
+        """Bytes given back to the devices, each counted once."""
+        return sum(r.nbytes for r in self.released) - self.freed_into_cache + self.cache_returned
 
 
 def clear_traceback(tb: types.TracebackType | None) -> None:
@@ -209,11 +211,15 @@ def free(
     gc.collect()
     cache_before, cache_after = _empty_caches()
     after, after_storages = census_and_storages(shell, namespace)
-    released = [
-        Released(label, sum(storages.live[k] for k in keys if k not in after_storages.live))
+    gone = {
+        label: [k for k in keys if k not in after_storages.live]
         for label, keys in storages.by_holder.items()
         if _released_by(label, labels)
+    }
+    released = [
+        Released(label, sum(storages.live[k] for k in keys)) for label, keys in gone.items()
     ]
+    on_cuda = sum(storages.live[k] for keys in gone.values() for k in keys if k[0] >= 0)
     return FreeResult(
         dry_run=False,
         released=tuple(sorted((r for r in released if r.nbytes), key=lambda r: -r.nbytes)),
@@ -221,4 +227,5 @@ def free(
         still_held=after.holders[:top],
         kept=tuple(kept),
         deleted=names,
+        freed_into_cache=on_cuda if cache_before else 0,
     )

@@ -24,8 +24,9 @@ def free_view(result: FreeResult) -> View:
     title = f"%vram free {verb} {format_bytes(result.total)}"
     rows = [(r.holder, format_bytes(r.nbytes)) for r in result.released]
     if result.cache_returned:
+        cached = " (includes the above)" if result.freed_into_cache else ""
         rows.append(
-            ("allocator cache (torch.cuda.empty_cache)", format_bytes(result.cache_returned))
+            (f"torch's CUDA cache, to the driver{cached}", format_bytes(result.cache_returned))
         )
     lines = [f"deleted: {', '.join(result.deleted)}"] if result.deleted else []
     lines.extend(result.kept)

@@ -55,7 +55,7 @@ def history_svg(records: list[CellRecord], device: str) -> str:
     if not points:
         return ""
     scale = max(max(m.peak or m.after, m.after) for _, m in points) or 1
-    width = len(points) * (_BAR + _GAP) + _GAP
+    width = max(len(points) * (_BAR + _GAP) + _GAP, 420)  # room for the caption
     bars = []
     for index, (cell, memory) in enumerate(points):
         x = _GAP + index * (_BAR + _GAP)
@@ -86,5 +86,7 @@ def history_view(records: list[CellRecord]) -> View:
     text = "\n".join([title, *text_table(header, rows, left=2)])
     chart = history_svg(records, devices[0]) if devices else ""
     table = html_table(header, rows)
-    html = f'<div class="vram-magic-history"><strong>{title}</strong>{chart}{table}</div>'
+    html = (
+        f'<div class="vram-magic-history"><div><strong>{title}</strong></div>{chart}{table}</div>'
+    )
     return View(records, text, html)
