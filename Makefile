@@ -6,8 +6,8 @@ lab:  ## start JupyterLab with demo.ipynb (creates or reuses .venv)
 test:  ## the whole test suite (creates or reuses .venv)
 	scripts/test
 
-bench:  ## benchmarks only
-	scripts/venv && .venv/bin/python benchmarks/bench_readings.py
+bench:  ## every benchmark, beside its peers (installs them into .venv)
+	scripts/bench
 
 gpu-check:  ## the GPU tier, on a machine with CUDA
 	scripts/gpu-check
