@@ -30,3 +30,13 @@ def use_recording() -> Iterator:
 
     yield use
     nvml.set_default_session(previous)
+
+
+@pytest.fixture
+def vram(shell):  # type: ignore[no-untyped-def]
+    """The shell with vram_magic loaded and torch imported; stranded memory freed afterwards."""
+    shell.run_cell("%load_ext vram_magic")
+    shell.run_cell("import torch, weakref")
+    yield shell
+    shell.run_cell("%vram free")
+    shell.run_cell("%unload_ext vram_magic")

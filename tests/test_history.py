@@ -14,15 +14,6 @@ def run(shell, code):
     return shell.run_cell(code, store_history=True)
 
 
-@pytest.fixture
-def vram(shell):
-    run(shell, "%load_ext vram_magic")
-    run(shell, "import torch")
-    yield shell
-    run(shell, "%vram free")
-    run(shell, "%unload_ext vram_magic")
-
-
 def host(record):
     return record.on("host RAM")
 

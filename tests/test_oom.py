@@ -45,15 +45,6 @@ def run(shell, code):
     return shell.run_cell(code, store_history=True)
 
 
-@pytest.fixture
-def vram(shell):
-    run(shell, "%load_ext vram_magic")
-    run(shell, "import torch, weakref")
-    yield shell
-    run(shell, "%vram free")
-    run(shell, "%unload_ext vram_magic")
-
-
 def test_real_cpu_oom_gets_a_report_and_frees_the_frames(vram, capsys):
     run(
         vram,
