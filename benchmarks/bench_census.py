@@ -54,19 +54,14 @@ def time_runs(function: Callable[[], object], runs: int) -> Timing:
 def time_who(runs: int) -> Timing:
     import vram_magic
 
-    try:
-        who = vram_magic.who
-    except AttributeError:
-        return Timing(problem="vram_magic.who not available yet")
     last: dict[str, Any] = {}
 
     def census() -> None:
-        last["census"] = who()
+        last["census"] = vram_magic.who()
 
     timing = time_runs(census, runs)
-    count = getattr(last.get("census"), "tensor_count", None)
-    if isinstance(count, int):  # a sanity check that it saw the heap
-        timing.note = f"saw {count:,} tensors"
+    if "census" in last:  # a sanity check that it saw the heap
+        timing.note = f"saw {last['census'].tensor_count:,} tensors"
     return timing
 
 
