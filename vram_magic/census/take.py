@@ -31,6 +31,7 @@ from vram_magic.census.model import (
     TensorEntry,
 )
 from vram_magic.census.roots import Root, find_roots
+from vram_magic.census.tensors import StorageKey, TensorTypes, storage_key
 from vram_magic.census.walk import Walker
 
 ENTRIES_KEPT = 5
@@ -51,51 +52,6 @@ class _Tally:
     entries: list[tuple[int, str, Any]] = field(default_factory=list)  # (bytes, path, shape key)
     shapes: dict[tuple[Any, Any, Any], int] = field(default_factory=dict)  # (device, dtype, shape)
     keys: dict[StorageKey, str] = field(default_factory=dict)  # storage -> path reaching it
-
-
-class TensorTypes:
-    """Decides ``is this a tensor`` by exact type, cached per type: no ``isinstance`` on arbitrary
-    objects (that touches ``__class__`` and can fire torch deprecation warnings)."""
-
-    def __init__(self, torch: Any) -> None:
-        self._base = torch.Tensor
-        self._known: dict[type, bool] = {}
-
-    def __call__(self, obj: Any) -> bool:
-        return self.is_tensor_type(type(obj))
-
-    def all_tensor_types(self) -> set[type]:
-        """torch.Tensor and every subclass defined so far (Parameter, Buffer, user subclasses)."""
-        found, pending = set(), [self._base]
-        while pending:
-            kind = pending.pop()
-            if kind not in found:
-                found.add(kind)
-                pending.extend(kind.__subclasses__())
-        return found
-
-    def is_tensor_type(self, kind: type) -> bool:
-        known = self._known.get(kind)
-        if known is None:
-            known = self._known[kind] = issubclass(kind, self._base)
-        return known
-
-
-StorageKey = tuple[int, int]  # (device index, -1 for CPU; storage address)
-
-
-def storage_key(tensor: Any) -> tuple[StorageKey, int]:
-    """((device index, storage address), storage bytes); views and tied weights share the key."""
-    try:
-        device = tensor.get_device()
-        if not tensor._is_view() and tensor.storage_offset() == 0:
-            # A tensor that owns its storage from the start: its own address and size are the
-            # storage's, at a tenth of the cost of materialising the storage object.
-            return (device, tensor.data_ptr() or id(tensor)), tensor.nbytes
-        storage = tensor.untyped_storage()
-        return (device, storage.data_ptr() or id(tensor)), storage.nbytes()
-    except Exception:  # sparse, nested or meta tensors have no plain storage
-        return (-2, id(tensor)), 0
 
 
 def _release_hint(root: Root, kind: str, label: str | None) -> str:
@@ -149,9 +105,6 @@ class _Census:
         self.root: Root | None = None
         self._targets: dict[tuple[str, str | None], _Tally] = {}
         self.device_names: dict[int, str] = {}  # device index -> "cpu", "cuda:0", "mps:0"
-        # (device, dtype, numel, dim) -> the shape first seen in that group: reading a tensor's
-        # shape costs ten times its other attributes, so long sequences read it once per group.
-        self.first_shapes: dict[tuple[int, Any, int, int], tuple[int, Any, tuple[int, ...]]] = {}
 
     def wanted(self, tensor: Any) -> bool:
         if self.device is None:
@@ -194,58 +147,20 @@ class _Census:
     def record_many(
         self, items: Any, path: str, kind: str, label: str | None, visited: dict[int, Any]
     ) -> list[int]:
-        """``record`` for every not-yet-visited tensor of a long sequence, in one tight loop (the
-        census of 100,000 tensors lives here). Returns indices of tensors with autograd state."""
-        if self.device is not None:
-            autograd = []
-            for index, tensor in enumerate(items):
-                if id(tensor) not in visited:
-                    visited[id(tensor)] = tensor
-                    self.record(tensor, f"{path}[{index}]", kind, label)
-                    if tensor.requires_grad:
-                        autograd.append(index)
-            return autograd
-        target = self._targets.get((kind, label)) or self._target(kind, label)
-        autograd = self._record_plain_run(items, path, target, visited)
-        if autograd is not None:
-            return autograd
-        counted, shapes, names = (
-            self.counted,
-            target.shapes,
-            self.device_names,
-        )
-        keys, entries, autograd = target.keys, target.entries, []
-        first_shapes = self.first_shapes
-        smallest_kept, count = 0, 0
+        """``record`` for every not-yet-visited tensor of a long sequence (the census of 100,000
+        tensors lives here). Returns indices of the tensors with autograd state to follow."""
+        if self.device is None:
+            target = self._targets.get((kind, label)) or self._target(kind, label)
+            autograd = self._record_plain_run(items, path, target, visited)
+            if autograd is not None:
+                return autograd
+        autograd = []
         for index, tensor in enumerate(items):
-            ident = id(tensor)
-            if ident in visited:
-                continue
-            visited[ident] = tensor
-            count += 1
-            key, nbytes = storage_key(tensor)
-            if key[0] not in names:
-                names[key[0]] = str(tensor.device)
-            group = (key[0], tensor.dtype, tensor.numel(), tensor.dim())
-            shape = first_shapes.get(group)
-            if shape is None:
-                shape = first_shapes[group] = (key[0], group[1], tuple(tensor.shape))
-            shapes[shape] = shapes.get(shape, 0) + 1
-            if tensor.requires_grad:
-                autograd.append(index)
-            if key in counted:
-                continue
-            counted[key] = nbytes
-            if self.track_keys:
-                keys[key] = path
-            target.nbytes += nbytes
-            if self.keep_all or len(entries) < ENTRIES_KEPT or nbytes > smallest_kept:
-                entries.append((nbytes, f"{path}[{index}]", shape))
-                if not self.keep_all and len(entries) > 64 * ENTRIES_KEPT:
-                    entries.sort(key=lambda entry: -entry[0])
-                    del entries[ENTRIES_KEPT:]
-                    smallest_kept = entries[-1][0]
-        target.tensors += count
+            if id(tensor) not in visited:
+                visited[id(tensor)] = tensor
+                self.record(tensor, f"{path}[{index}]", kind, label)
+                if tensor.requires_grad:
+                    autograd.append(index)
         return autograd
 
     def _record_plain_run(
@@ -273,7 +188,8 @@ class _Census:
         dtypes = map(operator.attrgetter("dtype"), items)
         groups = Counter(zip(devices, dtypes, sizes, strict=True))
         for (device, dtype, size), count in groups.items():
-            example = items[sizes.index(size)]  # the shape shown for tensors of this size
+            # Reading a shape costs ten times any other attribute: one example per size group.
+            example = items[sizes.index(size)]
             if device not in self.device_names:
                 self.device_names[device] = str(example.device)
             shape = (device, dtype, tuple(example.shape))
