@@ -201,3 +201,33 @@ def test_census_keeps_nothing_alive(vram):
 def test_bad_input_gets_one_line(vram, line, says):
     error = run(vram, line).error_in_exec
     assert isinstance(error, UsageError) and says in str(error) and "\n" not in str(error)
+
+
+def test_default_arguments_and_unknown_holders(vram):
+    import types
+
+    run(vram, "def scale(x, weights=torch.ones(1000)):\n    return x * weights")
+    library = types.ModuleType("some_library")  # a module keeping a tensor in a global
+    library.cache = __import__("torch").ones(2000)
+    import sys
+
+    sys.modules["some_library"] = library
+    try:
+        census = run(vram, "%vram who --all").result.data
+        by_name = {h.name: h for h in census.holders}
+        assert by_name["scale (default argument)"].kind == "hidden"
+        assert by_name["scale (default argument)"].entries[0].path == "scale.<default 0>"
+        assert by_name["no holder found"].kind == "unknown"
+        assert by_name["no holder found"].nbytes >= 8000  # reported, never dropped
+    finally:
+        del sys.modules["some_library"], library
+        run(vram, "del scale")
+
+
+def test_device_filter(vram):
+    run(vram, "on_cpu = torch.ones(1000)")
+    on_cpu = run(vram, "%vram who --device cpu").result.data
+    assert on_cpu.holder("on_cpu") is not None and on_cpu.device_filter == "cpu"
+    on_cuda = run(vram, "%vram who --device cuda:0").result.data
+    assert on_cuda.holder("on_cpu") is None
+    run(vram, "del on_cpu")
