@@ -62,7 +62,11 @@ def test_device_and_top_options(loaded, use_recording):
 @pytest.mark.parametrize(
     ("line", "says"),
     [
-        ("%vram bogus", "%vram: unknown subcommand 'bogus'. Valid subcommands: report"),
+        (
+            "%vram bogus",
+            "%vram: unknown subcommand 'bogus'. "
+            "Valid subcommands: live, report, who, history, free",
+        ),
         ("%vram report --top x", "%vram report: argument --top: invalid count value: 'x'"),
         ("%vram report --top -2", "invalid count value: '-2'"),
         ("%vram report --frobnicate", "unrecognized arguments: --frobnicate"),
@@ -78,7 +82,7 @@ def test_bad_input_is_one_line_usage_error(loaded, use_recording, line, says):
     assert says in str(error)
     assert "\n" not in str(error)
     if "no device" not in says:
-        assert "Valid subcommands: report" in str(error)
+        assert "Valid subcommands: live, report, who, history, free" in str(error)
 
 
 def test_help_prints_options(loaded, capsys):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vram_magic.readings.cell_memory import CellMarks, MemoryMark
+from vram_magic.readings.sampler import sampler
 
 HISTORY_LENGTH = 10_000
 _CHANGED = 1 << 20  # memory moved by more than 1 MiB: containers may have grown in place
@@ -117,6 +118,23 @@ class NameSizes:
         return grew
 
 
+def _process_marks(peaks: dict[int, int]) -> tuple[MemoryMark, ...]:
+    """While a live panel samples NVML, this process's whole footprint per GPU (CUDA context and
+    non-torch libraries included), with its peak between samples."""
+    latest = sampler.latest
+    if not sampler.running or latest is None:
+        return ()
+    return tuple(
+        MemoryMark(
+            f"cuda:{d.cuda_index} process",
+            d.this_process,
+            max(peaks.get(d.cuda_index, 0), d.this_process),
+        )
+        for d in latest.devices
+        if d.this_process is not None
+    )
+
+
 class CellRecorder:
     """Keeps the last ``HISTORY_LENGTH`` cells."""
 
@@ -130,7 +148,7 @@ class CellRecorder:
         self._source = ""
 
     def before(self, source: str) -> None:
-        self._before = self._marks.start()
+        self._before = self._marks.start() + _process_marks(sampler.take_peaks())
         self._source = source
         self._wall = time.time()
         self._started = time.perf_counter()
@@ -143,7 +161,7 @@ class CellRecorder:
         if self._before is None:
             return None
         seconds = time.perf_counter() - self._started
-        after = self._marks.read()
+        after = self._marks.read() + _process_marks(sampler.take_peaks())
         before = {mark.device: mark.current for mark in self._before}
         self._before = None
         memory = tuple(

@@ -35,6 +35,23 @@ def _device(text: str) -> str:
 _device.__name__ = "device"
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0.05 <= value <= 60:
+        raise ValueError(text)
+    return value
+
+
+_seconds.__name__ = "interval (0.05 to 60 seconds)"
+
+
+def _build_live(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--interval", type=_seconds, default=0.5, metavar="S", help="seconds between updates"
+    )
+    parser.add_argument("--close", action="store_true", help="close every live panel")
+
+
 def _build_report(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--top", type=_count, default=3, metavar="N", help="other processes listed per GPU"
@@ -61,6 +78,7 @@ def _build_free(parser: argparse.ArgumentParser) -> None:
 
 
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "live": ("live gauges in a notebook (the text report in a terminal)", _build_live),
     "report": (
         "per-GPU memory: NVML, this kernel (torch), other processes; host RAM",
         _build_report,
@@ -69,7 +87,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "history": ("memory before, after and at the peak of each cell", _build_history),
     "free": ("release stranded memory (and the named variables)", _build_free),
 }
-DEFAULT_SUBCOMMAND = "report"
+DEFAULT_SUBCOMMAND = "live"
 
 
 def valid_subcommands() -> str:

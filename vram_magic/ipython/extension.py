@@ -26,9 +26,9 @@ def loaded_in(shell: Any) -> Loaded | None:
 def load(shell: Any) -> None:
     if id(shell) in _loaded:
         return
-    magics = VramMagics(shell)
-    shell.register_magics(magics)
     hooks = CellHooks(shell)
+    magics = VramMagics(shell, hooks.live)
+    shell.register_magics(magics)
     hooks.register()
     _loaded[id(shell)] = Loaded(magics, hooks)
 
@@ -38,6 +38,7 @@ def unload(shell: Any) -> None:
     if state is None:
         return
     state.hooks.unregister()
+    state.hooks.live.close_all()
     manager = shell.magics_manager
     for kind, table in state.magics.magics.items():
         for name in table:

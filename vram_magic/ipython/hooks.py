@@ -14,6 +14,7 @@ from vram_magic.actions.history import CellRecord, CellRecorder
 from vram_magic.actions.oom import explain_oom, is_oom
 from vram_magic.census.take import take_census
 from vram_magic.config import settings
+from vram_magic.ipython.live import LivePanels
 from vram_magic.readings.report import read_report
 from vram_magic.render.actions import oom_view
 
@@ -22,6 +23,7 @@ class CellHooks:
     def __init__(self, shell: Any) -> None:
         self.shell = shell
         self.recorder = CellRecorder()
+        self.live = LivePanels(shell, self.recorder)
         self.broken: str | None = None
 
     def register(self) -> None:
@@ -65,6 +67,7 @@ class CellHooks:
             error = result.error_in_exec
             if settings.oom_report and error is not None:
                 self._explain(error, record)
+            self.live.after_cell()
         except Exception as error:
             self._fail(error)
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.display import display
 
 from vram_magic import api
 from vram_magic.actions.free import FreeError
 from vram_magic.ipython.arguments import HelpShown, parse_vram_line
+from vram_magic.ipython.live import LivePanels
 from vram_magic.readings.report import read_report
 from vram_magic.render.actions import free_view
 from vram_magic.render.census import census_view
@@ -58,9 +61,18 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], View]] = {
 }
 
 
+def _in_notebook(shell: Any) -> bool:
+    """A Jupyter kernel (widgets can show) rather than a terminal."""
+    return "ipykernel" in type(shell).__module__
+
+
 @magics_class
 class VramMagics(Magics):
     """``%vram [subcommand] [options]``; ``%vram <subcommand> --help`` lists its options."""
+
+    def __init__(self, shell: Any, live: LivePanels) -> None:
+        super().__init__(shell)
+        self.live = live
 
     @line_magic
     def vram(self, line: str) -> Any:
@@ -68,4 +80,15 @@ class VramMagics(Magics):
             name, options = parse_vram_line(line)
         except HelpShown:
             return None
+        if name == "live":
+            return self._live(options)
         return _HANDLERS[name](options)
+
+    def _live(self, options: argparse.Namespace) -> View | None:
+        if options.close:
+            self.live.close_all()
+            return None
+        if not _in_notebook(self.shell) or importlib.util.find_spec("ipywidgets") is None:
+            return render_report(read_report())
+        display(self.live.open(options.interval))
+        return None

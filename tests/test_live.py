@@ -1,0 +1,131 @@
+"""The live %vram panel: kernel tier (a real ipykernel through jupyter_client) and unit checks."""
+
+import json
+import re
+import time
+
+import pytest
+
+from vram_magic.readings.sampler import THREAD_NAME, Sampler
+
+jupyter_client = pytest.importorskip("jupyter_client")
+pytest.importorskip("ipywidgets")
+
+RSS = re.compile(r'data-device="host" data-rss="(\d+)"')
+
+
+class Kernel:
+    def __init__(self) -> None:
+        from jupyter_client.manager import start_new_kernel
+
+        self.manager, self.client = start_new_kernel(kernel_name="python3")
+
+    def execute(self, code: str, timeout: float = 60) -> list[dict]:
+        """Run ``code``; return every IOPub message of that request until the kernel is idle."""
+        msg_id = self.client.execute(code)
+        messages = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = self.client.get_iopub_msg(timeout=timeout)
+            messages.append(message)
+            state = message["content"].get("execution_state")
+            if message["parent_header"].get("msg_id") == msg_id and state == "idle":
+                return messages
+        raise TimeoutError(code)
+
+    def value(self, expression: str):  # type: ignore[no-untyped-def]
+        for message in self.execute(f"import json; print(json.dumps({expression}))"):
+            if message["msg_type"] == "stream":
+                return json.loads(message["content"]["text"])
+        raise AssertionError(expression)
+
+    def stop(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    started = Kernel()
+    started.execute("%load_ext vram_magic\nimport torch, threading")
+    yield started
+    started.stop()
+
+
+def updates(messages: list[dict]) -> list[int]:
+    """The host RSS values the panel's gauges were sent, in order."""
+    found = []
+    for message in messages:
+        if message["msg_type"] != "comm_msg":
+            continue
+        state = message["content"]["data"].get("state", {})
+        match = RSS.search(str(state.get("value", "")))
+        if match:
+            found.append(int(match.group(1)))
+    return found
+
+
+pytestmark = pytest.mark.kernel
+
+
+def test_panel_updates_while_another_cell_runs(kernel):
+    shown = kernel.execute("%vram --interval 0.2")
+    bundles = [m["content"]["data"] for m in shown if m["msg_type"] == "display_data"]
+    assert any("application/vnd.jupyter.widget-view+json" in b for b in bundles)
+    snapshot = next(
+        b["text/html"] for b in bundles if "vram-magic-snapshot" in b.get("text/html", "")
+    )
+    before = int(RSS.search(snapshot).group(1))  # the static-export snapshot carries the numbers
+
+    during = kernel.execute("held = torch.ones(50 * 2**20)  # 200 MB\nimport time; time.sleep(3)")
+    values = updates(during)
+    assert len(values) >= 10, "the gauges did not update (about 5 a second) while the cell slept"
+    assert max(values) - before >= 150 * 2**20  # the 200 MB allocation shows
+
+    last = values[-1]
+    now = kernel.value("__import__('vram_magic').report().host.process_rss")
+    assert abs(now - last) <= 16 * 2**20  # the same reading, within one sample
+    assert THREAD_NAME in kernel.value("[t.name for t in threading.enumerate()]")
+
+
+def test_close_and_unload_stop_the_sampler(kernel):
+    kernel.execute("%vram --close")
+    assert THREAD_NAME not in kernel.value("[t.name for t in threading.enumerate()]")
+    kernel.execute("%vram --interval 0.2")
+    assert THREAD_NAME in kernel.value("[t.name for t in threading.enumerate()]")
+    kernel.execute("%unload_ext vram_magic")
+    assert THREAD_NAME not in kernel.value("[t.name for t in threading.enumerate()]")
+    kernel.execute("%load_ext vram_magic")
+
+
+def test_sampler_shares_one_thread_and_stops_with_the_last_subscriber():
+    seen = []
+    sampler = Sampler()
+    sampler.interval = 0.05
+    first = sampler.subscribe(seen.append)
+    second = sampler.subscribe(lambda report: None)
+    time.sleep(0.3)
+    assert sampler.running and len(seen) >= 2
+    sampler.unsubscribe(first)
+    assert sampler.running
+    sampler.unsubscribe(second)
+    assert not sampler.running
+
+
+def test_a_failing_subscriber_does_not_stop_the_sampler():
+    def broken(report):
+        raise RuntimeError("panel gone")
+
+    seen = []
+    sampler = Sampler()
+    sampler.interval = 0.05
+    sampler.subscribe(broken)
+    sampler.subscribe(seen.append)
+    time.sleep(0.3)
+    sampler.stop()
+    assert seen and "panel gone" in sampler.last_error
+
+
+def test_terminal_shell_gets_the_text_report(vram):
+    result = vram.run_cell("%vram", store_history=True)
+    assert result.result.text.startswith("VRAM report")

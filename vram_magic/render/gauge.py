@@ -1,0 +1,64 @@
+"""Stacked usage bars: one per GPU (this kernel's parts, other processes, free) and one for RAM."""
+
+from __future__ import annotations
+
+from html import escape
+
+from vram_magic.readings.model import DeviceReading, HostReading
+from vram_magic.render.units import format_bytes
+
+Segment = tuple[str, str, int]  # (label, colour, bytes)
+
+DEVICE_SEGMENTS = (
+    ("torch allocated", "#e8590c"),
+    ("torch cache", "#fab005"),
+    ("context+other", "#9c36b5"),
+    ("other processes", "#1c7ed6"),
+)
+HOST_SEGMENTS = (("this process", "#e8590c"), ("other programs", "#1c7ed6"))
+
+
+def device_segments(device: DeviceReading) -> list[Segment]:
+    sizes = (
+        device.torch_allocated or 0,
+        device.torch_cache or 0,
+        device.process_other or 0,
+        device.other_processes_total or 0,
+    )
+    return [
+        (label, colour, size) for (label, colour), size in zip(DEVICE_SEGMENTS, sizes, strict=True)
+    ]
+
+
+def host_segments(host: HostReading) -> list[Segment]:
+    used = (host.total or 0) - (host.available or 0)
+    rss = host.process_rss or 0
+    sizes = (rss, max(used - rss, 0))
+    return [
+        (label, colour, size) for (label, colour), size in zip(HOST_SEGMENTS, sizes, strict=True)
+    ]
+
+
+def bar(total: int | None, segments: list[Segment], width: str = "14em") -> str:
+    """A bar ``width`` wide whose coloured parts are the segments' shares of ``total``."""
+    if not total:
+        return ""
+    spans = "".join(
+        f'<span title="{escape(label)}: {format_bytes(size)}" style="display:inline-block;'
+        f'height:100%;width:{100 * size / total:.2f}%;background:{colour}"></span>'
+        for label, colour, size in segments
+        if size > 0
+    )
+    return (
+        f'<div style="width:{width};height:0.9em;border:1px solid #adb5bd;border-radius:3px;'
+        f'overflow:hidden;white-space:nowrap;font-size:0;display:inline-block">{spans}</div>'
+    )
+
+
+def legend(segments: tuple[tuple[str, str], ...]) -> str:
+    items = "".join(
+        f'<span style="margin-right:1em"><span style="display:inline-block;width:0.8em;'
+        f'height:0.8em;background:{colour}"></span> {escape(label)}</span>'
+        for label, colour in segments
+    )
+    return f'<div style="font-size:85%;margin:0.2em 0">{items}</div>'
