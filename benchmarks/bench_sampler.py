@@ -1,0 +1,151 @@
+"""Live-panel sampler benchmark: CPU time of the sampler thread, and the time of one update.
+
+    python benchmarks/bench_sampler.py                # fake NVML with 8 recorded GPUs (CPU machine)
+    python benchmarks/bench_sampler.py --real         # this machine's NVML
+    python benchmarks/bench_sampler.py --seconds 10   # shorter runs (the target needs 30)
+
+The sampler thread runs for real, with a real panel subscribed (its widgets have no frontend
+here), at 2 Hz and at 10 Hz. Its CPU time is read from the OS per thread, beside a thread that
+only sleeps at the same rate. Target: at 2 Hz at most 1% of one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from _timing import ROOT, Table, finish, median, number, seconds
+
+sys.path.insert(0, str(ROOT / "tests"))
+
+TARGET_PERCENT = 1.0
+
+
+def thread_cpu(native_id: int) -> float:
+    """User + system CPU seconds the OS has charged to one thread of this process."""
+    for thread in psutil.Process().threads():
+        if thread.id == native_id:
+            return thread.user_time + thread.system_time
+    return float("nan")
+
+
+def sleeping_thread_percent(hz: float, duration: float) -> float:
+    """The floor: a thread that wakes at the same rate and does nothing."""
+    stop = threading.Event()
+
+    def idle() -> None:
+        while not stop.wait(1 / hz):
+            pass
+
+    thread = threading.Thread(target=idle)
+    thread.start()
+    time.sleep(0.2)
+    start = thread_cpu(thread.native_id)
+    time.sleep(duration)
+    used = thread_cpu(thread.native_id) - start
+    stop.set()
+    thread.join()
+    return 100 * used / duration
+
+
+def sampler_percent(sampler, hz: float, duration: float) -> float:  # type: ignore[no-untyped-def]
+    sampler.interval = 1 / hz
+    time.sleep(1.0)  # let the interval take effect and caches warm
+    native = sampler._thread.native_id
+    start = thread_cpu(native)
+    time.sleep(duration)
+    return 100 * (thread_cpu(native) - start) / duration
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--real", action="store_true", help="use this machine's NVML")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each run")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    from vram_magic.readings.nvml import NvmlSession, set_default_session
+    from vram_magic.readings.report import read_report
+    from vram_magic.readings.sampler import Sampler
+    from vram_magic.render.panel import LivePanel, gauges_html
+
+    if args.real:
+        session, setup = NvmlSession(), "real NVML"
+    else:
+        from fake_nvml import fake_session
+
+        session, setup = fake_session("eight_gpus"), "fake NVML, 8 recorded GPUs"
+    set_default_session(session)
+    sampler = Sampler()
+    panel = LivePanel(sampler, free=lambda: None, on_close=lambda panel: None)  # type: ignore[arg-type]
+    report = read_report()
+
+    rows = []
+    for hz in (2.0, 10.0):
+        ours = sampler_percent(sampler, hz, args.seconds)
+        floor = sleeping_thread_percent(hz, args.seconds)
+        rows.append(
+            (
+                f"sampler thread at {hz:g} Hz",
+                ours,
+                TARGET_PERCENT if hz == 2 else None,
+                "a thread that only sleeps",
+                floor,
+                "% of one core",
+            )
+        )
+    panel.close()
+    render = median([seconds(lambda: gauges_html(report, 0.5)) for _ in range(200)]) * 1000
+    update = median([seconds(lambda: panel.update(report)) for _ in range(200)]) * 1000
+    reading = median([seconds(read_report) for _ in range(200)]) * 1000
+    rows.append(("one update: render the gauges", render, None, "one reading", reading, "ms"))
+    rows.append(("one update: render + widget", update, None, "one reading", reading, "ms"))
+
+    print(
+        f"vram_magic sampler benchmark · {setup} · {args.seconds:g} s per rate · "
+        f"python {sys.version.split()[0]}"
+    )
+    table = Table(
+        [
+            ("measure", -32),
+            ("ours", 8),
+            ("target", 8),
+            ("baseline", -26),
+            ("value", 8),
+            ("unit", -14),
+        ]
+    )
+    missed, results = [], []
+    for name, ours, target, base_name, base, unit in rows:
+        ok = target is None or ours <= target
+        if not ok:
+            missed.append(name)
+        table.print_row(
+            [
+                name,
+                number(ours),
+                f"<= {target:g}" if target else "-",
+                base_name,
+                number(base),
+                unit + ("" if ok else "  MISSED"),
+            ]
+        )
+        results.append(
+            {
+                "measure": name,
+                "ours": ours,
+                "target": target,
+                "baseline": base_name,
+                "baseline_value": base,
+                "unit": unit,
+            }
+        )
+    return finish(setup, results, missed, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
