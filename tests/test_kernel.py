@@ -101,3 +101,10 @@ def test_history_and_the_oom_report(executed):
     report = next(o for o in outputs(oom) if o.output_type == "display_data")
     assert "vram_magic: out of memory" in report["data"]["text/plain"]
     assert kinds.index("error") < outputs(oom).index(report)
+
+
+def test_demo_opens_the_live_panel(executed):
+    live = cell_with(executed, "%vram")
+    bundle = next(o for o in outputs(live) if o.output_type == "display_data")["data"]
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert 'data-device="host"' in bundle["text/html"]  # readable in a static export

@@ -39,8 +39,9 @@ def host_segments(host: HostReading) -> list[Segment]:
     ]
 
 
-def bar(total: int | None, segments: list[Segment], width: str = "14em") -> str:
-    """A bar ``width`` wide whose coloured parts are the segments' shares of ``total``."""
+def bar(total: int | None, segments: list[Segment], width: str = "14rem") -> str:
+    """A bar ``width`` wide whose coloured parts are the segments' shares of ``total``. Sizes are
+    in rem: the bar sets ``font-size:0`` (no gaps between parts), which would zero any em size."""
     if not total:
         return ""
     spans = "".join(
@@ -50,7 +51,7 @@ def bar(total: int | None, segments: list[Segment], width: str = "14em") -> str:
         if size > 0
     )
     return (
-        f'<div style="width:{width};height:0.9em;border:1px solid #adb5bd;border-radius:3px;'
+        f'<div style="width:{width};height:0.9rem;border:1px solid #adb5bd;border-radius:3px;'
         f'overflow:hidden;white-space:nowrap;font-size:0;display:inline-block">{spans}</div>'
     )
 
