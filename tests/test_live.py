@@ -129,3 +129,36 @@ def test_a_failing_subscriber_does_not_stop_the_sampler():
 def test_terminal_shell_gets_the_text_report(vram):
     result = vram.run_cell("%vram", store_history=True)
     assert result.result.text.startswith("VRAM report")
+
+
+def test_gauges_show_failing_fields_and_the_no_gpu_line():
+    from fake_nvml import fake_session
+
+    from vram_magic.readings.report import read_report
+    from vram_magic.render.panel import gauges_html
+
+    html = gauges_html(read_report(fake_session("processes_raise"), environ={}), 0.5)
+    assert html.count('class="vram-magic-gauge"') == 3  # two GPUs and host RAM
+    assert "process list: Unknown Error" in html
+    no_gpu = read_report(fake_session({"init_error": "NVMLError_LibraryNotFound", "devices": []}))
+    assert "no NVIDIA GPU visible: NVML library not found" in gauges_html(no_gpu, 0.5)
+
+
+def test_panel_free_button_and_nvml_peaks_in_history(vram, use_recording):
+    import vram_magic
+    from vram_magic.ipython.extension import loaded_in
+
+    use_recording("one_gpu")
+    live = loaded_in(vram).hooks.live
+    panel = live.open(0.05)
+    try:
+        vram.run_cell("shown = torch.ones(2**20); shown", store_history=True)
+        vram.run_cell("del shown; import time; time.sleep(0.3)", store_history=True)
+        memory = vram_magic.history()[-1].on("cuda:0 process")
+        assert memory is not None and memory.peak >= memory.after > 0  # NVML, between samples
+        assert "Out[" in panel.holders.value
+        panel.free_stranded()
+        assert "%vram free returned 4.0 MiB" in panel.result.value
+    finally:
+        panel.close()
+    assert not live.panels
