@@ -156,6 +156,10 @@ def test_panel_free_button_and_nvml_peaks_in_history(vram, use_recording):
         vram.run_cell("del shown; import time; time.sleep(0.3)", store_history=True)
         memory = vram_magic.history()[-1].on("cuda:0 process")
         assert memory is not None and memory.peak >= memory.after > 0  # NVML, between samples
+        deadline = time.monotonic() + 10
+        while "Out[" not in panel.holders.value and time.monotonic() < deadline:
+            time.sleep(0.2)  # refreshes are spaced by ten times the last census's duration
+            live.after_cell()
         assert "Out[" in panel.holders.value
         panel.free_stranded()
         assert "%vram free returned 4.0 MiB" in panel.result.value
