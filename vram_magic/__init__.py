@@ -16,6 +16,8 @@ _LAZY = {
     "who": "vram_magic.api",
     "history": "vram_magic.api",
     "free": "vram_magic.api",
+    "estimate": "vram_magic.api",
+    "Estimate": "vram_magic.actions.estimate",
     "settings": "vram_magic.config",
     "Census": "vram_magic.census.model",
     "Holder": "vram_magic.census.model",

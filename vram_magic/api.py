@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from vram_magic.actions.estimate import Estimate
+from vram_magic.actions.estimate import estimate as _estimate
 from vram_magic.actions.free import FreeResult
 from vram_magic.actions.free import free as _free
 from vram_magic.actions.history import CellRecord
@@ -60,3 +62,9 @@ def free(*names: str, dry_run: bool = False, top: int = 5) -> FreeResult:
     """Release stranded memory, and the named variables with what pins them (``%vram free``)."""
     shell = _shell()
     return _free(shell, _namespace(shell), tuple(names), dry_run=dry_run, top=top)
+
+
+def estimate(model: Any, batch: int = 1, seq: int = 2048, train: str = "adam") -> Estimate:
+    """Memory a model needs (``%vram estimate``): a module, a transformers config, a local folder
+    or config.json, or a hub id (with the network or the Hugging Face cache)."""
+    return _estimate(model, batch=batch, seq=seq, train=train)

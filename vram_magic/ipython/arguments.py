@@ -77,6 +77,15 @@ def _build_free(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=_count, default=5, metavar="N", help="holders still shown")
 
 
+def _build_estimate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model", metavar="MODEL", help="a variable, local folder, config.json or hub id"
+    )
+    parser.add_argument("--batch", type=_count, default=1, metavar="B", help="sequences at once")
+    parser.add_argument("--seq", type=_count, default=2048, metavar="L", help="tokens per sequence")
+    parser.add_argument("--train", choices=("adam", "sgd", "none"), default="adam")
+
+
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "live": ("live gauges in a notebook (the text report in a terminal)", _build_live),
     "report": (
@@ -86,6 +95,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "who": ("live tensors grouped by the names and hidden holders keeping them", _build_who),
     "history": ("memory before, after and at the peak of each cell", _build_history),
     "free": ("release stranded memory (and the named variables)", _build_free),
+    "estimate": ("memory a model needs: weights by dtype, training, inference", _build_estimate),
 }
 DEFAULT_SUBCOMMAND = "live"
 

@@ -13,12 +13,14 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
 
 from vram_magic import api
+from vram_magic.actions.estimate import EstimateError
 from vram_magic.actions.free import FreeError
 from vram_magic.ipython.arguments import HelpShown, parse_vram_line
 from vram_magic.ipython.live import LivePanels
 from vram_magic.readings.report import read_report
 from vram_magic.render.actions import free_view
 from vram_magic.render.census import census_view
+from vram_magic.render.estimate import estimate_view
 from vram_magic.render.history import history_view
 from vram_magic.render.report import render_report
 from vram_magic.render.view import View
@@ -82,7 +84,18 @@ class VramMagics(Magics):
             return None
         if name == "live":
             return self._live(options)
+        if name == "estimate":
+            return self._estimate(options)
         return _HANDLERS[name](options)
+
+    def _estimate(self, options: argparse.Namespace) -> View:
+        """MODEL names a variable of the notebook when there is one, else a folder or hub id."""
+        model = self.shell.user_ns.get(options.model, options.model)
+        try:
+            result = api.estimate(model, batch=options.batch, seq=options.seq, train=options.train)
+        except EstimateError as error:
+            raise UsageError(f"%vram estimate: {error}") from None
+        return estimate_view(result, read_report())
 
     def _live(self, options: argparse.Namespace) -> View | None:
         if options.close:
