@@ -108,3 +108,10 @@ def test_demo_opens_the_live_panel(executed):
     bundle = next(o for o in outputs(live) if o.output_type == "display_data")["data"]
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert 'data-device="host"' in bundle["text/html"]  # readable in a static export
+
+
+def test_demo_estimates_a_7b_shape(executed):
+    text = outputs(cell_with(executed, "%vram estimate llama_7b_shape --batch 4 --seq 4096"))
+    plain = text[0]["data"]["text/plain"]
+    assert "6,738,415,616 parameters" in plain  # the Llama-2-7B shape, counted on meta
+    assert "inference, nf4" in plain
