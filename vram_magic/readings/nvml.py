@@ -123,10 +123,6 @@ class NvmlSession:
             )
         return self._inventory
 
-    def forget_inventory(self) -> None:
-        """Read the device list again next time (after a MIG reconfiguration, say)."""
-        self._inventory = None
-
     def _physical(self, index: int) -> NvmlDevice | None:
         handle, problem = self.call("nvmlDeviceGetHandleByIndex", index)
         if problem is not None:
