@@ -184,3 +184,19 @@ def test_cuda_oom_report(cuda_vram, capsys):
     assert "vram_magic: out of memory (OutOfMemoryError)" in out
     assert "the failed allocation asked for 1.00 TiB" in out
     assert "cuda:0" in out
+
+
+def test_limit_caps_the_caching_allocator(cuda_vram):
+    from test_census_shell import run
+
+    import vram_magic
+
+    try:
+        limit = vram_magic.limit("2GiB")
+        assert limit.device == "cuda:0" and limit.nbytes == 2 * GiB
+        result = run(cuda_vram, "x = torch.empty(3 * 2**30, dtype=torch.uint8, device='cuda')")
+        assert isinstance(result.error_in_exec, torch.OutOfMemoryError)
+        assert run(cuda_vram, "x = torch.empty(2**30, dtype=torch.uint8, device='cuda')").success
+    finally:
+        vram_magic.limit("off")
+        run(cuda_vram, "x = None")

@@ -17,6 +17,7 @@ _LAZY = {
     "history": "vram_magic.api",
     "free": "vram_magic.api",
     "estimate": "vram_magic.api",
+    "limit": "vram_magic.api",
     "Estimate": "vram_magic.actions.estimate",
     "settings": "vram_magic.config",
     "Census": "vram_magic.census.model",

@@ -14,6 +14,7 @@ from vram_magic.actions.estimate import estimate as _estimate
 from vram_magic.actions.free import FreeResult
 from vram_magic.actions.free import free as _free
 from vram_magic.actions.history import CellRecord
+from vram_magic.actions.limit import Limit, set_limit
 from vram_magic.census.model import Census
 from vram_magic.census.take import take_census
 from vram_magic.readings.model import Report
@@ -68,3 +69,8 @@ def estimate(model: Any, batch: int = 1, seq: int = 2048, train: str = "adam") -
     """Memory a model needs (``%vram estimate``): a module, a transformers config, a local folder
     or config.json, or a hub id (with the network or the Hugging Face cache)."""
     return _estimate(model, batch=batch, seq=seq, train=train)
+
+
+def limit(size: str) -> Limit | None:
+    """Cap what this kernel may allocate (``%vram limit``): ``"8GB"``, ``"60%"``, or ``"off"``."""
+    return set_limit(size)

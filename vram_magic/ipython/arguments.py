@@ -86,6 +86,10 @@ def _build_estimate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", choices=("adam", "sgd", "none"), default="adam")
 
 
+def _build_limit(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("size", metavar="SIZE", help="8GB, 8GiB, 7.5G, 512MB, 60%%, or off")
+
+
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "live": ("live gauges in a notebook (the text report in a terminal)", _build_live),
     "report": (
@@ -96,6 +100,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "history": ("memory before, after and at the peak of each cell", _build_history),
     "free": ("release stranded memory (and the named variables)", _build_free),
     "estimate": ("memory a model needs: weights by dtype, training, inference", _build_estimate),
+    "limit": ("emulate a smaller GPU: cap what this kernel may allocate", _build_limit),
 }
 DEFAULT_SUBCOMMAND = "live"
 

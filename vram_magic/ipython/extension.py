@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from vram_magic.actions.limit import clear_limit
 from vram_magic.ipython.hooks import CellHooks
 from vram_magic.ipython.magics import VramMagics
 
@@ -39,6 +40,7 @@ def unload(shell: Any) -> None:
         return
     state.hooks.unregister()
     state.hooks.live.close_all()
+    clear_limit()
     manager = shell.magics_manager
     for kind, table in state.magics.magics.items():
         for name in table:

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import importlib.util
 from collections.abc import Callable
+from html import escape
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -15,6 +16,7 @@ from IPython.display import display
 from vram_magic import api
 from vram_magic.actions.estimate import EstimateError
 from vram_magic.actions.free import FreeError
+from vram_magic.actions.limit import LimitError, current_limit
 from vram_magic.ipython.arguments import HelpShown, parse_vram_line
 from vram_magic.ipython.live import LivePanels
 from vram_magic.readings.report import read_report
@@ -23,6 +25,7 @@ from vram_magic.render.census import census_view
 from vram_magic.render.estimate import estimate_view
 from vram_magic.render.history import history_view
 from vram_magic.render.report import render_report
+from vram_magic.render.units import format_bytes
 from vram_magic.render.view import View
 
 
@@ -34,6 +37,10 @@ def _report(options: argparse.Namespace) -> View:
             visible = ", ".join(f"cuda:{d.cuda_index}" for d in report.devices) or "none"
             raise UsageError(f"%vram report: no device cuda:{options.device} (visible: {visible})")
         report = dataclasses.replace(report, devices=chosen)
+    limit = current_limit()
+    if limit is not None:
+        note = f"limit (%vram limit): {format_bytes(limit.nbytes)} on {limit.device}: {limit.how}"
+        report = dataclasses.replace(report, notes=(*report.notes, note))
     return render_report(report, top=options.top)
 
 
@@ -55,7 +62,21 @@ def _free(options: argparse.Namespace) -> View:
     return free_view(result)
 
 
+def _limit(options: argparse.Namespace) -> View:
+    try:
+        limit = api.limit(options.size)
+    except LimitError as error:
+        raise UsageError(f"%vram limit: {error}") from None
+    text = (
+        "limit off"
+        if limit is None
+        else f"limit {format_bytes(limit.nbytes)} on {limit.device}: {limit.how}"
+    )
+    return View(limit, text, f"<p>{escape(text)}</p>")
+
+
 _HANDLERS: dict[str, Callable[[argparse.Namespace], View]] = {
+    "limit": _limit,
     "report": _report,
     "who": _who,
     "history": _history,
