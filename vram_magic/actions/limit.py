@@ -81,10 +81,12 @@ class _CpuBudget:
                     refusal = budget.refusal(added)  # before ``out`` goes and its bytes with it
                     del out
                     raise torch.OutOfMemoryError(refusal)
+                budget.peak = max(budget.peak, budget.used)  # refused bytes never count
                 return out
 
         self.limit = limit
         self.used = 0
+        self.peak = 0
         self._live: dict[int, int] = {}
         self._mode = Mode()
 
@@ -100,6 +102,9 @@ class _CpuBudget:
         self.used += size
         weakref.finalize(storage, self._release, key)
         return size
+
+    def reset_peak(self) -> None:
+        self.peak = self.used
 
     def _release(self, key: int) -> None:
         self.used -= self._live.pop(key, 0)
@@ -126,6 +131,11 @@ class _CpuBudget:
 
 
 _active: tuple[Limit, _CpuBudget | None] | None = None
+
+
+def cpu_budget() -> _CpuBudget | None:
+    """The CPU budget in force, for ``%%fit`` to measure with."""
+    return _active[1] if _active else None
 
 
 def current_limit() -> Limit | None:

@@ -114,9 +114,10 @@ class _OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         usage = " ".join(self.format_usage().split()).removeprefix("usage: ")
-        raise UsageError(
-            f"{self.prog}: {message}. Usage: {usage}. Valid subcommands: {valid_subcommands()}"
+        also = (
+            f". Valid subcommands: {valid_subcommands()}" if self.prog.startswith("%vram") else ""
         )
+        raise UsageError(f"{self.prog}: {message}. Usage: {usage}{also}")
 
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
         raise HelpShown
@@ -137,3 +138,26 @@ def parse_vram_line(line: str) -> tuple[str, argparse.Namespace]:
     parser = _OneLineParser(prog=f"%vram {name}", description=description)
     build(parser)
     return name, parser.parse_args(words)
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise ValueError(text)
+    return value
+
+
+_fraction.__name__ = "headroom (0 to 1)"
+
+
+def parse_fit_line(line: str) -> argparse.Namespace:
+    """Options of ``%%fit``; bad input -> one-line UsageError."""
+    parser = _OneLineParser(prog="%%fit", description="run the cell at a batch size that fits")
+    parser.add_argument("--batch-size", default="batch_size", metavar="VAR")
+    parser.add_argument("--accumulate", default=None, metavar="VAR")
+    parser.add_argument("--max-oom", type=_count, default=8, metavar="N")
+    parser.add_argument("--headroom", type=_fraction, default=0.05, metavar="P")
+    try:
+        return parser.parse_args(shlex.split(line))
+    except ValueError as error:
+        raise UsageError(f"%%fit: {error}") from None

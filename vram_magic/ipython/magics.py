@@ -10,19 +10,23 @@ from html import escape
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
 from vram_magic import api
 from vram_magic.actions.estimate import EstimateError
-from vram_magic.actions.free import FreeError
+from vram_magic.actions.fit import fit as run_to_fit
+from vram_magic.actions.fit import torch_meter
+from vram_magic.actions.free import FreeError, clear_exception, free
 from vram_magic.actions.limit import LimitError, current_limit
-from vram_magic.ipython.arguments import HelpShown, parse_vram_line
+from vram_magic.actions.oom import is_oom
+from vram_magic.ipython.arguments import HelpShown, parse_fit_line, parse_vram_line
 from vram_magic.ipython.live import LivePanels
 from vram_magic.readings.report import read_report
 from vram_magic.render.actions import free_view
 from vram_magic.render.census import census_view
 from vram_magic.render.estimate import estimate_view
+from vram_magic.render.fit import fit_view
 from vram_magic.render.history import history_view
 from vram_magic.render.report import render_report
 from vram_magic.render.units import format_bytes
@@ -108,6 +112,62 @@ class VramMagics(Magics):
         if name == "estimate":
             return self._estimate(options)
         return _HANDLERS[name](options)
+
+    @cell_magic
+    def fit(self, line: str, cell: str) -> View:
+        """``%%fit [--batch-size VAR] [--accumulate VAR] [--max-oom N] [--headroom P]``"""
+        try:
+            options = parse_fit_line(line)
+        except HelpShown:
+            return None  # type: ignore[return-value]
+        namespace = self.shell.user_ns
+        for name in filter(None, (options.batch_size, options.accumulate)):
+            if not isinstance(namespace.get(name), int) or namespace[name] < 1:
+                raise UsageError(f"%%fit: {name} must be a positive int variable of the notebook")
+        start = namespace[options.batch_size]
+        effective = start * namespace[options.accumulate] if options.accumulate else None
+
+        def set_size(size: int) -> None:
+            namespace[options.batch_size] = size
+            if effective is not None:
+                namespace[options.accumulate] = effective // size
+
+        def clean_up(error: BaseException) -> None:
+            clear_exception(error)
+            free(self.shell, namespace)
+
+        code = compile(cell, "<%%fit cell>", "exec")
+
+        def attempt() -> None:
+            """Run the cell; after an OOM put the names it bound back as they were, so the
+            failed attempt leaves no tensor behind."""
+            before = dict(namespace)
+            try:
+                exec(code, namespace)
+            except BaseException as error:
+                if is_oom(error):
+                    for name in [n for n in namespace if n not in before]:
+                        del namespace[name]
+                    namespace.update(before)
+                raise
+
+        free(self.shell, namespace)  # start from nothing stranded
+        result = run_to_fit(
+            attempt,
+            set_size,
+            start,
+            torch_meter(),
+            cell,
+            options.batch_size,
+            clean_up,
+            max_oom=options.max_oom,
+            headroom=options.headroom,
+            allowed=[d for d in range(1, effective + 1) if effective % d == 0]
+            if effective
+            else None,
+            accumulation_for=(lambda size: effective // size) if effective else (lambda size: None),
+        )
+        return fit_view(result)
 
     def _estimate(self, options: argparse.Namespace) -> View:
         """MODEL names a variable of the notebook when there is one, else a folder or hub id."""

@@ -1,0 +1,140 @@
+"""%%fit under the %vram limit CPU budget: a real training loop whose memory grows with the batch.
+
+The true largest fitting batch is found by search in the test (each probe a real run under the
+same limit); %%fit must get within 10% of it with at most 2 OOMs from a start 4x too large, grow
+from a start 8x too small, rerun with 0 OOMs, leave live tensor bytes where they were, and keep
+the effective batch exact with --accumulate. Without any memory reading it still converges.
+"""
+
+import pytest
+from IPython.core.error import UsageError
+
+from vram_magic.actions.limit import cpu_budget
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU budget tests")
+
+SETUP = """
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(64, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 64))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+"""
+TRAIN = """
+x = torch.randn(batch_size, 64)
+for _ in range(2):
+    loss = model(x).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+del x, loss
+"""
+
+
+def run(shell, code):
+    return shell.run_cell(code, store_history=True)
+
+
+def fits(shell, size: int) -> bool:
+    shell.user_ns["batch_size"] = size
+    try:
+        exec(compile(TRAIN, "<probe>", "exec"), shell.user_ns)
+        return True
+    except torch.OutOfMemoryError:
+        for name in ("x", "loss"):  # what the failed run had bound
+            shell.user_ns.pop(name, None)
+        run(shell, "%vram free")
+        return False
+
+
+@pytest.fixture(scope="module")
+def trained(shell):
+    run(shell, "%load_ext vram_magic\nimport torch")
+    run(shell, SETUP)
+    run(shell, "%vram limit 120MB")
+    lo, hi = 1, 1
+    while fits(shell, hi):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        middle = (lo + hi) // 2
+        lo, hi = (middle, hi) if fits(shell, middle) else (lo, middle)
+    yield shell, lo
+    run(shell, "%vram limit off")
+    run(shell, "%unload_ext vram_magic")
+
+
+def fit(shell, start: int, options: str = "", marker: str = ""):
+    """%%fit the training cell from ``start``; a ``marker`` makes it a cell of its own (cache)."""
+    shell.user_ns["batch_size"] = start
+    run(shell, "%vram free")  # %%fit frees stranded memory first; measure from there
+    used = cpu_budget().used
+    result = run(shell, f"%%fit --batch-size batch_size {options}\n{TRAIN}# {marker}")
+    assert result.success, result.error_in_exec
+    grads = sum(4 * p.numel() for p in shell.user_ns["model"].parameters())  # a run leaves these
+    assert abs(cpu_budget().used - used) <= grads + 64 * 1024  # no failed attempt left bytes
+    return result.result.data
+
+
+def ooms(result) -> int:
+    return sum(a.outcome != "fits" for a in result.attempts)
+
+
+def test_from_four_times_too_large(trained):
+    shell, true_max = trained
+    result = fit(shell, 4 * true_max)
+    assert 0.9 * true_max <= result.size <= true_max
+    assert ooms(result) <= 2
+    assert shell.user_ns["batch_size"] == result.size
+    rerun = fit(shell, 4 * true_max)
+    assert rerun.from_cache and ooms(rerun) == 0 and rerun.size == result.size
+
+
+def test_grows_from_eight_times_too_small(trained):
+    shell, true_max = trained
+    result = fit(shell, max(true_max // 8, 1), options="--headroom 0.02", marker="grow")
+    assert not result.from_cache
+    assert 0.9 * true_max <= result.size <= true_max
+
+
+def test_accumulate_keeps_the_effective_batch(trained):
+    shell, true_max = trained
+    effective = 4 * true_max - (4 * true_max) % 8
+    shell.user_ns["steps"] = 1
+    shell.user_ns["batch_size"] = effective
+    result = run(shell, f"%%fit --batch-size batch_size --accumulate steps\n{TRAIN}").result.data
+    assert shell.user_ns["batch_size"] * shell.user_ns["steps"] == effective
+    assert effective % result.size == 0 and result.accumulation == effective // result.size
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        'RuntimeError("CUDA out of memory.")',
+        'RuntimeError("CUDA error: out of memory")',
+        'RuntimeError("CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)")',
+        """RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8")""",
+        'RuntimeError("MPS backend out of memory (MPS allocated: 1.00 GB)")',
+        'torch.OutOfMemoryError("CUDA out of memory.")',
+    ],
+)
+def test_without_memory_readings_it_still_converges(shell, error):
+    run(shell, "%load_ext vram_magic\nimport torch")
+    shell.user_ns["batch_size"] = 128
+    result = run(shell, f"%%fit\nif batch_size > 8:\n    raise {error}")
+    assert result.success, result.error_in_exec
+    assert shell.user_ns["batch_size"] == 8
+
+
+def test_other_errors_run_once_and_propagate(shell):
+    run(shell, "%load_ext vram_magic")
+    shell.user_ns.update(batch_size=16, runs=0)
+    result = run(shell, "%%fit\nruns += 1\nraise ValueError('not about memory')")
+    assert isinstance(result.error_in_exec, ValueError) and shell.user_ns["runs"] == 1
+
+
+def test_bad_fit_input(shell):
+    run(shell, "%load_ext vram_magic")
+    shell.user_ns["batch_size"] = "large"
+    error = run(shell, "%%fit\npass").error_in_exec
+    assert isinstance(error, UsageError) and "batch_size must be a positive int" in str(error)
+    error = run(shell, "%%fit --max-oom x\npass").error_in_exec
+    assert isinstance(error, UsageError) and "invalid count value: 'x'" in str(error)

@@ -1,0 +1,215 @@
+"""``%%fit``: run a cell at the largest batch size that fits, learning from every attempt.
+
+Each attempt measures the memory the cell needed above where it started: its peak when it ran,
+its peak plus the failed request when it ran out. Two such points fit the line
+``need = fixed + per_item * size``; one point is taken as ``per_item * size``. The next size is
+the line's largest size under the room left (less ``headroom``), kept strictly between the largest
+size that ran and the smallest that failed; without any measurement it bisects (halving first).
+It grows as well as shrinks, and the answer is cached per (cell, device, room) so a rerun goes
+straight to it. The cell body runs once per attempt.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vram_magic.actions.oom import is_oom, requested_bytes
+
+ROOM_BUCKET = 256 * 2**20
+_cache: dict[tuple[str, str, int], int] = {}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    size: int
+    outcome: str  # "fits", "out of memory"
+    need: int | None  # bytes above the cell's start: peak, or peak + the failed request
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FitResult:
+    variable: str
+    attempts: tuple[Attempt, ...]
+    size: int  # the size the cell last ran at, successfully
+    accumulation: int | None
+    room: int | None  # bytes the cell could use when it started
+    from_cache: bool
+
+    @property
+    def failed_seconds(self) -> float:
+        return sum(a.seconds for a in self.attempts if a.outcome != "fits")
+
+    @property
+    def headroom(self) -> int | None:
+        fitted = [a.need for a in self.attempts if a.outcome == "fits" and a.size == self.size]
+        if self.room is None or not fitted or fitted[-1] is None:
+            return None
+        return self.room - fitted[-1]
+
+
+@dataclass
+class Meter:
+    """Where memory is measured: bytes in use now, the peak since ``reset``, and the room."""
+
+    in_use: Callable[[], int]
+    peak: Callable[[], int]
+    reset: Callable[[], None]
+    room: Callable[[], int | None]
+    device: str
+
+
+@dataclass
+class _Search:
+    room: int | None
+    headroom: float
+    allowed: list[int] | None  # sizes that keep an exact effective batch, ascending
+    good: dict[int, int | None] = field(default_factory=dict)
+    bad: dict[int, int | None] = field(default_factory=dict)
+
+    def snap(self, size: int) -> int:
+        if self.allowed is None:
+            return max(size, 1)
+        fitting = [s for s in self.allowed if s <= size]
+        return fitting[-1] if fitting else self.allowed[0]
+
+    def _predict(self) -> int | None:
+        """The largest size the measurements say fits. Sizes that ran give exact needs; a
+        failure gives only a lower bound (the run stopped early), so from failures alone the
+        guess is also kept to at most half the smallest failing size."""
+        if self.room is None:
+            return None
+        budget = self.room * (1 - self.headroom)
+        exact = sorted((s, n) for s, n in self.good.items() if n)
+        if len(exact) >= 2:
+            (s0, n0), (s1, n1) = exact[0], exact[-1]
+            per_item = (n1 - n0) / (s1 - s0)
+            if per_item > 0:
+                return int((budget - (n0 - per_item * s0)) / per_item)
+        if exact:
+            size, need = exact[-1]
+            return int(budget * size / need)  # through zero: errs small, as fixed costs count
+        bounds = [n / s for s, n in self.bad.items() if n]
+        if not bounds:
+            return None
+        return min(int(budget / max(bounds)), min(self.bad) // 2)
+
+    def next_size(self) -> int | None:
+        """The next size to try, or None when the largest fitting size is known."""
+        lo = max(self.good, default=0)
+        hi = min(self.bad, default=None)
+        if hi is not None and hi - lo <= max(1, lo // 50):
+            return None
+        if hi is None and self.room is None:
+            return None  # it fits, and without a measure of the room growing is blind
+        guess = self._predict()
+        if guess is None:  # nothing measured: halve below a failure, bisect, double above
+            guess = (
+                hi // 2 if hi is not None and not self.good else (lo + hi) // 2 if hi else lo * 2
+            )
+        if self.good and guess <= lo * 1.02:
+            return None  # the measurements say the largest size that ran is (nearly) the most
+        if hi is not None and guess >= hi:
+            guess = (lo + hi) // 2
+        guess = self.snap(guess)
+        if guess in self.good or guess in self.bad or (self.good and guess <= lo):
+            return None
+        return guess
+
+
+def fit(
+    run: Callable[[], None],
+    set_size: Callable[[int], None],
+    start: int,
+    meter: Meter,
+    source: str,
+    variable: str,
+    clean_up: Callable[[BaseException], None],
+    max_oom: int = 8,
+    headroom: float = 0.05,
+    allowed: list[int] | None = None,
+    accumulation_for: Callable[[int], int | None] = lambda size: None,
+) -> FitResult:
+    """Run ``run`` at sizes chosen from its measured memory; re-raise anything but an OOM."""
+    room = meter.room()
+    key = (source, meter.device, (room or 0) // ROOM_BUCKET)
+    cached = key in _cache
+    search = _Search(room, headroom, allowed)
+    attempts: list[Attempt] = []
+    last_oom: BaseException | None = None
+    size: int | None = search.snap(_cache.get(key, start))
+    while size is not None:
+        set_size(size)
+        base = meter.in_use()
+        meter.reset()
+        began = time.perf_counter()
+        try:
+            run()
+        except BaseException as error:
+            if not is_oom(error):
+                raise
+            asked = requested_bytes(str(error))
+            peak = meter.peak() - base
+            need = peak + asked if asked is not None and peak >= 0 else None
+            attempts.append(Attempt(size, "out of memory", need, time.perf_counter() - began))
+            search.bad[size] = need
+            clean_up(error)
+            last_oom = error
+            if len([a for a in attempts if a.outcome != "fits"]) > max_oom:
+                break
+        else:
+            need = meter.peak() - base
+            attempts.append(Attempt(size, "fits", max(need, 0), time.perf_counter() - began))
+            search.good[size] = max(need, 0)
+        size = search.next_size()
+    best = max(search.good, default=None)
+    ended_well = attempts[-1].outcome == "fits" and attempts[-1].size == best
+    if best is not None and not ended_well:  # leave the effects of a run at the chosen size
+        set_size(best)
+        run()
+        attempts.append(Attempt(best, "fits", search.good[best], 0.0))
+    if best is None:
+        assert last_oom is not None
+        raise last_oom  # the OOM report follows, as for any cell that ran out of memory
+    _cache[key] = best
+    return FitResult(
+        variable,
+        tuple(attempts),
+        best,
+        accumulation_for(best),
+        room,
+        cached,
+    )
+
+
+def torch_meter() -> Meter:
+    """CUDA's allocator when torch uses a GPU, the ``%vram limit`` CPU budget otherwise."""
+    from vram_magic.actions.limit import cpu_budget
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+
+        def room() -> int:
+            free, _ = torch.cuda.mem_get_info()
+            return int(free + torch.cuda.memory_reserved() - torch.cuda.memory_allocated())
+
+        return Meter(
+            torch.cuda.memory_allocated,
+            torch.cuda.max_memory_allocated,
+            torch.cuda.reset_peak_memory_stats,
+            room,
+            "cuda:0",
+        )
+    budget = cpu_budget()
+    if budget is not None:
+        return Meter(
+            lambda: budget.used,
+            lambda: budget.peak,
+            budget.reset_peak,
+            lambda: budget.limit - budget.used,
+            "cpu",
+        )
+    return Meter(lambda: 0, lambda: -1, lambda: None, lambda: None, "cpu")
