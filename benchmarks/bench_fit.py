@@ -1,0 +1,181 @@
+"""%%fit beside accelerate's find_executable_batch_size, on the same workloads and starts.
+
+    python benchmarks/bench_fit.py
+
+Without a GPU both run under the ``%vram limit`` CPU budget, which raises real
+``torch.OutOfMemoryError``. For each workload the true largest fitting batch is found by
+bisection over real runs; each method then starts 4x too large and 8x too small. Printed: the
+chosen size over the true largest, out-of-memory errors, wall time, and %%fit's rerun.
+Targets: median chosen/true >= 0.9, mean OOMs on a first run <= 1.5, 0 on a rerun.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+from _timing import Table, finish, number
+
+WORKLOADS = {
+    "MLP 64-2048-64, 120 MB": (
+        "torch.nn.Sequential(torch.nn.Linear(64, 2048), torch.nn.ReLU(), "
+        "torch.nn.Linear(2048, 64))",
+        "120MB",
+    ),
+    "MLP 256-1024-1024-256, 200 MB": (
+        "torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.GELU(), "
+        "torch.nn.Linear(1024, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 256))",
+        "200MB",
+    ),
+}
+TRAIN = """
+x = torch.randn(batch_size, model[0].in_features)
+for _ in range(2):
+    loss = model(x).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+del x, loss
+"""
+
+
+def main() -> int:
+    import torch
+    from accelerate.utils import find_executable_batch_size
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "vram_magic")
+    namespace = shell.user_ns
+    namespace["torch"] = torch
+    code = compile(TRAIN, "<train>", "exec")
+
+    def runs_at(size: int) -> bool:
+        namespace["batch_size"] = size
+        try:
+            exec(code, namespace)
+            return True
+        except torch.OutOfMemoryError:
+            for name in ("x", "loss"):
+                namespace.pop(name, None)
+            shell.run_line_magic("vram", "free")
+            return False
+
+    rows, ratios, first_ooms, rerun_ooms = [], [], [], []
+    for workload, (model, limit) in WORKLOADS.items():
+        shell.run_line_magic("vram", "limit off")
+        exec(f"model = {model}\nopt = torch.optim.SGD(model.parameters(), lr=0.01)", namespace)
+        shell.run_line_magic("vram", f"limit {limit}")
+        lo, hi = 1, 1
+        while runs_at(hi):
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:
+            middle = (lo + hi) // 2
+            lo, hi = (middle, hi) if runs_at(middle) else (lo, middle)
+        true_max = lo
+        for label, start in (("4x too large", 4 * true_max), ("8x too small", true_max // 8)):
+            namespace["batch_size"] = start
+            began = time.perf_counter()
+            result = shell.run_cell(f"%%fit\n{TRAIN}# {workload} {label}").result.data
+            ours_time = time.perf_counter() - began
+            ours_ooms = sum(a.outcome != "fits" for a in result.attempts)
+            namespace["batch_size"] = start
+            rerun = shell.run_cell(f"%%fit\n{TRAIN}# {workload} {label}").result.data
+            calls = []
+
+            @find_executable_batch_size(starting_batch_size=start)
+            def accelerate_train(batch_size: int, calls: list[int] = calls) -> int:
+                calls.append(batch_size)
+                namespace["batch_size"] = batch_size
+                try:
+                    exec(code, namespace)
+                except torch.OutOfMemoryError:
+                    for name in ("x", "loss"):
+                        namespace.pop(name, None)
+                    raise
+                return batch_size
+
+            began = time.perf_counter()
+            chosen = accelerate_train()
+            theirs_time = time.perf_counter() - began
+            ratios.append(result.size / true_max)
+            first_ooms.append(ours_ooms)
+            rerun_ooms.append(sum(a.outcome != "fits" for a in rerun.attempts))
+            rows.append(
+                (
+                    workload,
+                    label,
+                    true_max,
+                    result.size,
+                    ours_ooms,
+                    ours_time,
+                    rerun_ooms[-1],
+                    chosen,
+                    len(calls) - 1,
+                    theirs_time,
+                )
+            )
+    shell.run_line_magic("vram", "limit off")
+
+    print(
+        f"%%fit vs accelerate find_executable_batch_size · CPU budget · python "
+        f"{sys.version.split()[0]} · torch {torch.__version__}"
+    )
+    table = Table(
+        [
+            ("workload", -30),
+            ("start", -13),
+            ("true", 6),
+            ("fit", 6),
+            ("/true", 6),
+            ("OOMs", 5),
+            ("s", 6),
+            ("rerun", 6),
+            ("accel", 6),
+            ("/true", 6),
+            ("OOMs", 5),
+            ("s", 6),
+        ]
+    )
+    for work, label, true, ours, ooms, secs, rerun, theirs, their_ooms, their_secs in rows:
+        table.print_row(
+            [
+                work,
+                label,
+                str(true),
+                str(ours),
+                number(ours / true, 2),
+                str(ooms),
+                number(secs, 2),
+                str(rerun),
+                str(theirs),
+                number(theirs / true, 2),
+                str(their_ooms),
+                number(their_secs, 2),
+            ]
+        )
+    summary = {
+        "median chosen/true": (
+            statistics.median(ratios),
+            ">= 0.9",
+            statistics.median(ratios) >= 0.9,
+        ),
+        "mean OOMs, first run": (
+            statistics.fmean(first_ooms),
+            "<= 1.5",
+            statistics.fmean(first_ooms) <= 1.5,
+        ),
+        "OOMs on rerun": (sum(rerun_ooms), "== 0", sum(rerun_ooms) == 0),
+    }
+    missed = []
+    for name, (value, target, ok) in summary.items():
+        print(f"{name}: {value:.2f} (target {target}){'' if ok else '  MISSED'}")
+        if not ok:
+            missed.append(name)
+    results = [{"measure": k, "value": v[0], "target": v[1]} for k, v in summary.items()]
+    return finish("CPU budget", results, missed, None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
