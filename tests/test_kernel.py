@@ -115,3 +115,12 @@ def test_demo_estimates_a_7b_shape(executed):
     plain = text[0]["data"]["text/plain"]
     assert "6,738,415,616 parameters" in plain  # the Llama-2-7B shape, counted on meta
     assert "inference, nf4" in plain
+
+
+def test_demo_fits_a_cell_under_a_limit(executed):
+    fitted = next(c for c in executed.cells if c.source.startswith("%%fit"))
+    plain = outputs(fitted)[0]["data"]["text/plain"]
+    assert plain.startswith("%%fit: batch_size = ") and "out of memory" in plain
+    printed = next(c for c in executed.cells if c.source.startswith('print("batch_size is now"'))
+    size = int(outputs(printed)[0]["text"].split()[-1])
+    assert 0 < size < 40_000
