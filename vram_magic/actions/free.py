@@ -184,6 +184,16 @@ def _release(
         namespace.pop(name, None)
 
 
+def release_stranded(shell: Any | None, namespace: dict[str, Any]) -> None:
+    """What ``free()`` does without names, unmeasured: for ``%%fit`` between attempts, where the
+    two censuses that measure what came back would cost more than the attempt."""
+    roots = find_roots(shell, namespace)
+    _release(shell, namespace, [r for r in roots if r.kind == HIDDEN], ())
+    del roots
+    gc.collect()
+    _empty_caches()
+
+
 def free(
     shell: Any | None,
     namespace: dict[str, Any],

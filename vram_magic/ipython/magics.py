@@ -17,7 +17,7 @@ from vram_magic import api
 from vram_magic.actions.estimate import EstimateError
 from vram_magic.actions.fit import fit as run_to_fit
 from vram_magic.actions.fit import torch_meter
-from vram_magic.actions.free import FreeError, clear_exception, free
+from vram_magic.actions.free import FreeError, clear_exception, release_stranded
 from vram_magic.actions.limit import LimitError, current_limit
 from vram_magic.actions.oom import is_oom
 from vram_magic.ipython.arguments import HelpShown, parse_fit_line, parse_vram_line
@@ -134,7 +134,7 @@ class VramMagics(Magics):
 
         def clean_up(error: BaseException) -> None:
             clear_exception(error)
-            free(self.shell, namespace)
+            release_stranded(self.shell, namespace)
 
         code = compile(cell, "<%%fit cell>", "exec")
 
@@ -151,7 +151,7 @@ class VramMagics(Magics):
                     namespace.update(before)
                 raise
 
-        free(self.shell, namespace)  # start from nothing stranded
+        release_stranded(self.shell, namespace)  # start from nothing stranded
         result = run_to_fit(
             attempt,
             set_size,
