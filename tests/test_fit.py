@@ -6,6 +6,8 @@ from a start 8x too small, rerun with 0 OOMs, leave live tensor bytes where they
 the effective batch exact with --accumulate. Without any memory reading it still converges.
 """
 
+import re
+
 import pytest
 from IPython.core.error import UsageError
 
@@ -138,3 +140,27 @@ def test_bad_fit_input(shell):
     assert isinstance(error, UsageError) and "batch_size must be a positive int" in str(error)
     error = run(shell, "%%fit --max-oom x\npass").error_in_exec
     assert isinstance(error, UsageError) and "invalid count value: 'x'" in str(error)
+
+
+def test_quantize_auto_loads_in_8bit_when_16bit_will_not_fit(shell, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("bitsandbytes")
+    config = transformers.GPT2Config(n_layer=8, n_embd=512, n_head=8, vocab_size=1000)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    run(shell, "%load_ext vram_magic\nimport torch\nfrom transformers import AutoModelForCausalLM")
+    run(shell, "%vram limit 40MB")  # float32 needs ~100 MiB, bfloat16 ~50 MiB, 8-bit ~26 MiB
+    shell.user_ns.update(batch_size=1, path=str(tmp_path))
+    try:
+        result = run(shell, "%%fit\nllm = AutoModelForCausalLM.from_pretrained(path)")
+        assert result.success, result.error_in_exec
+        said = re.search(
+            r"float32 needs ([\d.]+) MiB, ([\d.]+) MiB free: loaded in 8-bit", result.result.text
+        )
+        assert said and float(said.group(1)) > 40 > float(said.group(2))
+        weight = shell.user_ns["llm"].transformer.h[0].attn.c_attn.weight
+        assert type(weight).__name__ == "Int8Params"
+        plain = transformers.PreTrainedModel.from_pretrained  # put back after the cell
+        assert "fitting_loads" not in getattr(plain, "__qualname__", "")
+    finally:
+        shell.user_ns.pop("llm", None)
+        run(shell, "%vram limit off")

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vram_magic.actions.loading import Load
 from vram_magic.actions.oom import is_oom, requested_bytes
 
 ROOM_BUCKET = 256 * 2**20
@@ -38,6 +39,7 @@ class FitResult:
     accumulation: int | None
     room: int | None  # bytes the cell could use when it started
     from_cache: bool
+    loads: tuple[Load, ...] = ()  # models loaded in a smaller form than asked (--quantize)
 
     @property
     def failed_seconds(self) -> float:

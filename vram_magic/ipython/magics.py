@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from vram_magic.actions.fit import fit as run_to_fit
 from vram_magic.actions.fit import torch_meter
 from vram_magic.actions.free import FreeError, clear_exception, release_stranded
 from vram_magic.actions.limit import LimitError, current_limit
+from vram_magic.actions.loading import Load, fitting_loads
 from vram_magic.actions.oom import is_oom
 from vram_magic.ipython.arguments import HelpShown, parse_fit_line, parse_vram_line
 from vram_magic.ipython.live import LivePanels
@@ -93,6 +95,9 @@ def _in_notebook(shell: Any) -> bool:
     return "ipykernel" in type(shell).__module__
 
 
+_FORCED = {"8bit": "int8", "4bit": "nf4", "auto": None}
+
+
 @magics_class
 class VramMagics(Magics):
     """``%vram [subcommand] [options]``; ``%vram <subcommand> --help`` lists its options."""
@@ -115,7 +120,8 @@ class VramMagics(Magics):
 
     @cell_magic
     def fit(self, line: str, cell: str) -> View:
-        """``%%fit [--batch-size VAR] [--accumulate VAR] [--max-oom N] [--headroom P]``"""
+        """``%%fit [--batch-size VAR] [--accumulate VAR] [--max-oom N] [--headroom P]
+        [--quantize auto|8bit|4bit|off]``: run the cell at a size that fits (see actions/fit)."""
         try:
             options = parse_fit_line(line)
         except HelpShown:
@@ -152,22 +158,30 @@ class VramMagics(Magics):
                 raise
 
         release_stranded(self.shell, namespace)  # start from nothing stranded
-        result = run_to_fit(
-            attempt,
-            set_size,
-            start,
-            torch_meter(),
-            cell,
-            options.batch_size,
-            clean_up,
-            max_oom=options.max_oom,
-            headroom=options.headroom,
-            allowed=[d for d in range(1, effective + 1) if effective % d == 0]
-            if effective
-            else None,
-            accumulation_for=(lambda size: effective // size) if effective else (lambda size: None),
+        meter = torch_meter()
+        quantize = options.quantize or ("auto" if "from_pretrained" in cell else "off")
+        loads: list[Load] = []
+        allowed = [d for d in range(1, effective + 1) if effective % d == 0] if effective else None
+        loading = (
+            fitting_loads(meter.room, loads, _FORCED.get(quantize))
+            if quantize != "off"
+            else contextlib.nullcontext()
         )
-        return fit_view(result)
+        with loading:
+            result = run_to_fit(
+                attempt,
+                set_size,
+                start,
+                meter,
+                cell,
+                options.batch_size,
+                clean_up,
+                max_oom=options.max_oom,
+                headroom=options.headroom,
+                allowed=allowed,
+                accumulation_for=lambda size: effective // size if effective else None,
+            )
+        return fit_view(dataclasses.replace(result, loads=tuple(loads)))
 
     def _estimate(self, options: argparse.Namespace) -> View:
         """MODEL names a variable of the notebook when there is one, else a folder or hub id."""

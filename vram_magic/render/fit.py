@@ -7,6 +7,8 @@ from vram_magic.render.table import html_list, html_table, text_table
 from vram_magic.render.units import format_bytes
 from vram_magic.render.view import View
 
+_FORM_NAMES = {"bfloat16": "bfloat16", "int8": "8-bit", "nf4": "4-bit nf4"}
+
 
 def fit_view(result: FitResult) -> View:
     failed = [a for a in result.attempts if a.outcome != "fits"]
@@ -29,6 +31,11 @@ def fit_view(result: FitResult) -> View:
         f"time in failed attempts: {result.failed_seconds:.2f}s "
         "(the cell body runs once per attempt)",
     ]
+    lines.extend(
+        f"{load.source}: {load.asked} needs {format_bytes(load.need)}, "
+        f"{format_bytes(load.room)} free: loaded in {_FORM_NAMES[load.loaded]}"
+        for load in result.loads
+    )
     if result.from_cache:
         lines.append("started from the size this cell fitted before (cached)")
     header = ("size", "outcome", "memory needed", "time")
