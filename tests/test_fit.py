@@ -73,6 +73,9 @@ def fit(shell, start: int, options: str = "", marker: str = ""):
     assert result.success, result.error_in_exec
     grads = sum(4 * p.numel() for p in shell.user_ns["model"].parameters())  # a run leaves these
     assert abs(cpu_budget().used - used) <= grads + 64 * 1024  # no failed attempt left bytes
+    for attempt in result.result.data.attempts:
+        if attempt.outcome != "fits":  # after each OOM, back to where the cell started
+            assert attempt.left is not None and attempt.left <= 64 * 1024, attempt
     return result.result.data
 
 

@@ -29,6 +29,7 @@ class Attempt:
     outcome: str  # "fits", "out of memory"
     need: int | None  # bytes above the cell's start: peak, or peak + the failed request
     seconds: float
+    left: int | None = None  # after an OOM and its clean-up: bytes still held above the start
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,11 @@ def fit(
             asked = requested_bytes(str(error))
             peak = meter.peak() - base
             need = peak + asked if asked is not None and peak >= 0 else None
-            attempts.append(Attempt(size, "out of memory", need, time.perf_counter() - began))
+            seconds = time.perf_counter() - began
             search.bad[size] = need
             clean_up(error)
+            left = meter.in_use() - base if peak >= 0 else None
+            attempts.append(Attempt(size, "out of memory", need, seconds, left))
             last_oom = error
             if len([a for a in attempts if a.outcome != "fits"]) > max_oom:
                 break
