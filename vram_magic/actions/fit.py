@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from vram_magic.actions.loading import Load
 from vram_magic.actions.oom import is_oom, requested_bytes
@@ -188,6 +189,24 @@ def fit(
         room,
         cached,
     )
+
+
+def cell_runner(code: Any, namespace: dict[str, Any]) -> Callable[[], None]:
+    """Runs compiled cell code in the notebook's namespace. After an out-of-memory error the
+    names the attempt bound are put back as they were, so a failed attempt leaves no tensor."""
+
+    def attempt() -> None:
+        before = dict(namespace)
+        try:
+            exec(code, namespace)
+        except BaseException as error:
+            if is_oom(error):
+                for name in [n for n in namespace if n not in before]:
+                    del namespace[name]
+                namespace.update(before)
+            raise
+
+    return attempt
 
 
 def torch_meter() -> Meter:

@@ -1,4 +1,4 @@
-"""The ``%vram`` line magic: parse the line, call the action, hand back something to display."""
+"""The ``%vram`` line magic and the ``%%fit`` cell magic: parse, call the action, display."""
 
 from __future__ import annotations
 
@@ -16,12 +16,11 @@ from IPython.display import display
 
 from vram_magic import api
 from vram_magic.actions.estimate import EstimateError
+from vram_magic.actions.fit import cell_runner, torch_meter
 from vram_magic.actions.fit import fit as run_to_fit
-from vram_magic.actions.fit import torch_meter
 from vram_magic.actions.free import FreeError, clear_exception, release_stranded
 from vram_magic.actions.limit import LimitError, current_limit
 from vram_magic.actions.loading import Load, fitting_loads
-from vram_magic.actions.oom import is_oom
 from vram_magic.ipython.arguments import HelpShown, parse_fit_line, parse_vram_line
 from vram_magic.ipython.live import LivePanels
 from vram_magic.readings.report import read_report
@@ -142,21 +141,7 @@ class VramMagics(Magics):
             clear_exception(error)
             release_stranded(self.shell, namespace)
 
-        code = compile(cell, "<%%fit cell>", "exec")
-
-        def attempt() -> None:
-            """Run the cell; after an OOM put the names it bound back as they were, so the
-            failed attempt leaves no tensor behind."""
-            before = dict(namespace)
-            try:
-                exec(code, namespace)
-            except BaseException as error:
-                if is_oom(error):
-                    for name in [n for n in namespace if n not in before]:
-                        del namespace[name]
-                    namespace.update(before)
-                raise
-
+        attempt = cell_runner(compile(cell, "<%%fit cell>", "exec"), namespace)
         release_stranded(self.shell, namespace)  # start from nothing stranded
         meter = torch_meter()
         quantize = options.quantize or ("auto" if "from_pretrained" in cell else "off")
