@@ -91,7 +91,7 @@ def _resolve(source: Any) -> tuple[Any, Any, str]:
     raise EstimateError(f"cannot estimate a {type(source).__name__}: give a model, config or path")
 
 
-def _quantized_weights(model: Any) -> list[Any]:
+def quantized_weights(model: Any) -> list[Any]:
     """The weights bitsandbytes converts when transformers loads in 8 or 4 bits."""
     import torch
 
@@ -128,7 +128,7 @@ def estimate(source: Any, batch: int = 1, seq: int = 2048, train: str = "adam") 
     model, config, name = _resolve(source)
     parameters = list(model.parameters())  # tied weights appear once
     params = sum(p.numel() for p in parameters)
-    quantized = _quantized_weights(model)
+    quantized = quantized_weights(model)
     quantizable = sum(w.numel() for w in quantized)
     rest = params - quantizable
     buffers32 = buffers16 = 0

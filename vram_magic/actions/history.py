@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from vram_magic.census.tensors import storage_key
 from vram_magic.readings.cell_memory import CellMarks, MemoryMark
 from vram_magic.readings.sampler import sampler
 
@@ -50,13 +51,6 @@ class CellRecord:
         return next((m for m in self.memory if m.device == device), None)
 
 
-def _tensor_bytes(value: Any) -> int:
-    try:
-        return int(value.untyped_storage().nbytes())
-    except Exception:
-        return 0
-
-
 def shallow_bytes(value: Any) -> int:
     """Tensor bytes directly held by one top-level value: a tensor, a module's parameters and
     buffers, an optimizer's state, or the tensors among a container's first items."""
@@ -65,14 +59,12 @@ def shallow_bytes(value: Any) -> int:
         return 0
     tensor = torch.Tensor
     if isinstance(value, tensor):
-        return _tensor_bytes(value)
+        return storage_key(value)[1]
     if isinstance(value, torch.nn.Module):
-        seen = {t.data_ptr(): _tensor_bytes(t) for t in value.parameters()}
-        seen.update({t.data_ptr(): _tensor_bytes(t) for t in value.buffers()})
-        return sum(seen.values())
+        return sum(dict(map(storage_key, (*value.parameters(), *value.buffers()))).values())
     if isinstance(value, torch.optim.Optimizer):
         return sum(
-            _tensor_bytes(item)
+            storage_key(item)[1]
             for state in value.state.values()
             for item in state.values()
             if isinstance(item, tensor)
@@ -80,7 +72,7 @@ def shallow_bytes(value: Any) -> int:
     if isinstance(value, dict):
         value = list(value.values())[:_SHALLOW_ITEMS]
     if isinstance(value, (list, tuple)):
-        return sum(_tensor_bytes(i) for i in value[:_SHALLOW_ITEMS] if isinstance(i, tensor))
+        return sum(storage_key(i)[1] for i in value[:_SHALLOW_ITEMS] if isinstance(i, tensor))
     return 0
 
 

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from vram_magic.actions.estimate import quantized_weights
 from vram_magic.actions.history import CellRecord
 from vram_magic.census.model import Census, Holder
 from vram_magic.readings.model import DeviceReading
@@ -109,17 +110,9 @@ def _models(namespace: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _linear_weights(model: Any) -> tuple[int, int]:
-    """(bytes, elements) of the weights bitsandbytes quantizes when transformers loads a model in
-    8 or 4 bits: Linear layers (and GPT-2's Conv1D), but not the output head."""
-    import torch
-
-    total_bytes = total_elements = 0
-    for name, module in model.named_modules():
-        quantized = isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
-        if quantized and not name.endswith("lm_head"):
-            total_bytes += module.weight.numel() * module.weight.element_size()
-            total_elements += module.weight.numel()
-    return total_bytes, total_elements
+    """(bytes, elements) of the weights 8/4-bit loading converts (``estimate``'s rule)."""
+    weights = quantized_weights(model)
+    return sum(w.numel() * w.element_size() for w in weights), sum(w.numel() for w in weights)
 
 
 def _fixes(

@@ -81,7 +81,7 @@ class CellHooks:
         report = explain_oom(
             error,
             census,
-            read_report().devices,
+            devices,  # the state at the failure, before its frames were cleared
             record,
             self.shell.user_ns,
             settings.clear_frames_on_oom,
