@@ -162,3 +162,32 @@ def fake_session(recording: dict[str, Any] | str):  # type: ignore[no-untyped-de
     session = NvmlSession(load_module=lambda: module)
     session.fake = module  # type: ignore[attr-defined]
     return session
+
+
+def followed_session(path: Path):  # type: ignore[no-untyped-def]
+    """A fake session answering from the recording in ``path``, re-read whenever the file
+    changes, so a test can add a process (a kernel's pid) to a running server's fake GPUs."""
+    session = fake_session(json.loads(path.read_text()))
+    module = session.fake
+    state = module.recording
+    seen = [path.stat().st_mtime_ns]
+
+    def refresh() -> None:
+        mtime = path.stat().st_mtime_ns
+        if mtime != seen[0]:
+            seen[0] = mtime
+            for device, new in zip(
+                state["devices"], json.loads(path.read_text())["devices"], strict=True
+            ):
+                device.clear()  # in place: the session's cached handles read these dicts
+                device.update(new)
+
+    for name in [n for n in vars(module) if n.startswith("nvml")]:
+        answer = getattr(module, name)
+
+        def call(*args: Any, _answer: Any = answer) -> Any:
+            refresh()
+            return _answer(*args)
+
+        setattr(module, name, call)
+    return session

@@ -88,13 +88,20 @@ def test_panel_updates_while_another_cell_runs(kernel):
     assert THREAD_NAME in kernel.value("[t.name for t in threading.enumerate()]")
 
 
-def test_close_and_unload_stop_the_sampler(kernel):
+def test_close_keeps_the_status_file_current_and_unload_stops_everything(kernel):
+    """In a Jupyter kernel the sampler also keeps the server's status file current, so closing
+    the panels leaves it running; unloading stops it and removes the file."""
+    status_file = (
+        "str(__import__('vram_magic.readings.kernel_status', fromlist=['_']).status_path("
+        "__import__('ipykernel.connect', fromlist=['_']).get_connection_file()))"
+    )
+    path = kernel.value(status_file)
     kernel.execute("%vram --close")
-    assert THREAD_NAME not in kernel.value("[t.name for t in threading.enumerate()]")
-    kernel.execute("%vram --interval 0.2")
     assert THREAD_NAME in kernel.value("[t.name for t in threading.enumerate()]")
+    assert kernel.value(f"__import__('os').path.exists({path!r})")
     kernel.execute("%unload_ext vram_magic")
     assert THREAD_NAME not in kernel.value("[t.name for t in threading.enumerate()]")
+    assert not kernel.value(f"__import__('os').path.exists({path!r})")
     kernel.execute("%load_ext vram_magic")
 
 

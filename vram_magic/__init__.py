@@ -54,3 +54,13 @@ def unload_ipython_extension(shell: Any) -> None:
     from vram_magic.ipython.extension import unload
 
     unload(shell)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """Where the Jupyter server finds the extension behind the sidebar."""
+    return [{"module": "vram_magic.server"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The prebuilt JupyterLab sidebar shipped inside the package."""
+    return [{"src": "labextension", "dest": "vram-magic"}]

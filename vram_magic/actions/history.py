@@ -109,6 +109,14 @@ class NameSizes:
         grew.sort(key=lambda item: -item[1])
         return grew
 
+    def largest(self, count: int) -> tuple[tuple[str, int], ...]:
+        """The ``count`` names holding the most tensor bytes, as of the last update."""
+        sizes = sorted(
+            ((name, size) for name, (_, size) in self._known.items() if size),
+            key=lambda item: -item[1],
+        )
+        return tuple(sizes[:count])
+
 
 def _process_marks(peaks: dict[int, int]) -> tuple[MemoryMark, ...]:
     """While a live panel samples NVML, this process's whole footprint per GPU (CUDA context and

@@ -8,6 +8,7 @@ from typing import Any
 from vram_magic.actions.limit import clear_limit
 from vram_magic.ipython.hooks import CellHooks
 from vram_magic.ipython.magics import VramMagics
+from vram_magic.readings.sampler import sampler
 
 
 @dataclass
@@ -31,6 +32,7 @@ def load(shell: Any) -> None:
     magics = VramMagics(shell, hooks.live)
     shell.register_magics(magics)
     hooks.register()
+    hooks.status.start()
     _loaded[id(shell)] = Loaded(magics, hooks)
 
 
@@ -40,6 +42,8 @@ def unload(shell: Any) -> None:
         return
     state.hooks.unregister()
     state.hooks.live.close_all()
+    state.hooks.status.stop()
+    sampler.stop()
     clear_limit()
     manager = shell.magics_manager
     for kind, table in state.magics.magics.items():

@@ -15,6 +15,7 @@ from vram_magic.actions.oom import explain_oom, is_oom
 from vram_magic.census.take import take_census
 from vram_magic.config import settings
 from vram_magic.ipython.live import LivePanels
+from vram_magic.ipython.status_file import StatusPublisher
 from vram_magic.readings.report import read_report
 from vram_magic.render.actions import oom_view
 
@@ -24,6 +25,7 @@ class CellHooks:
         self.shell = shell
         self.recorder = CellRecorder()
         self.live = LivePanels(shell, self.recorder)
+        self.status = StatusPublisher(self.recorder.names, shell.user_ns)
         self.broken: str | None = None
 
     def register(self) -> None:
@@ -68,6 +70,7 @@ class CellHooks:
             if settings.oom_report and error is not None:
                 self._explain(error, record)
             self.live.after_cell()
+            self.status.after_cell()
         except Exception as error:
             self._fail(error)
 

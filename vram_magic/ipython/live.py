@@ -41,8 +41,7 @@ class LivePanels:
 
     def close_all(self) -> None:
         for panel in list(self.panels):
-            panel.close()
-        sampler.stop()
+            panel.close()  # the sampler thread stops with its last subscriber
 
     def _refresh(self, panel: LivePanel) -> None:
         started = time.monotonic()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import ModuleType
-from typing import Any
 
 from vram_magic.readings.host import read_host
+from vram_magic.readings.machine import read_usage
 from vram_magic.readings.model import DeviceReading, ProcessUsage, Report
 from vram_magic.readings.nvml import NO_GPU, NvmlDevice, NvmlSession, default_session
 from vram_magic.readings.torch_stats import (
@@ -89,36 +89,17 @@ def _why_none(session: NvmlSession, cuda_visible_devices: str | None) -> str:
     return f"{NO_GPU}: CUDA_VISIBLE_DEVICES={cuda_visible_devices!r} hides every GPU"
 
 
-def _merge_processes(*lists: Iterable[Any] | None) -> dict[int, int | None]:
-    """pid -> bytes over NVML's compute and graphics lists; a pid in both is counted once."""
-    merged: dict[int, int | None] = {}
-    for entries in lists:
-        for entry in entries or ():
-            used = entry.usedGpuMemory
-            used = int(used) if used is not None else None
-            if entry.pid not in merged or (used or 0) > (merged[entry.pid] or 0):
-                merged[int(entry.pid)] = used
-    return merged
-
-
 def _read_device(
     session: NvmlSession, torch: ModuleType | None, cuda_index: int, device: NvmlDevice, pid: int
 ) -> DeviceReading:
-    problems: list[str] = []
-    memory, problem = session.call("nvmlDeviceGetMemoryInfo", device.handle)
-    if problem:
-        problems.append(f"memory: {problem}")
-    compute, problem = session.call("nvmlDeviceGetComputeRunningProcesses", device.handle)
-    if problem:
-        problems.append(f"process list: {problem}")
-    graphics, _ = session.call("nvmlDeviceGetGraphicsRunningProcesses", device.handle)
-    utilization, _ = session.call("nvmlDeviceGetUtilizationRates", device.handle)
+    usage = read_usage(session, device.handle)
+    problems = list(usage.problems)
     allocated, reserved = allocator_bytes(torch, cuda_index)
 
     this_process: int | None = None
     others: tuple[ProcessUsage, ...] | None = None
-    if compute is not None:
-        by_pid = _merge_processes(compute, graphics)
+    if usage.by_pid is not None:
+        by_pid = dict(usage.by_pid)
         listed = pid in by_pid
         this_process = by_pid.pop(pid, 0)
         if not listed and reserved:
@@ -130,7 +111,7 @@ def _read_device(
         others = tuple(
             sorted(
                 (ProcessUsage(p, used) for p, used in by_pid.items()),
-                key=lambda usage: usage.used or 0,
+                key=lambda process: process.used or 0,
                 reverse=True,
             )
         )
@@ -139,14 +120,14 @@ def _read_device(
         nvml_index=device.nvml_index,
         name=device.name,
         uuid=device.uuid,
-        total=int(memory.total) if memory is not None else None,
-        used=int(memory.used) if memory is not None else None,
-        free=int(memory.free) if memory is not None else None,
+        total=usage.total,
+        used=usage.used,
+        free=usage.free,
         this_process=this_process,
         torch_allocated=allocated,
         torch_reserved=reserved,
         other_processes=others,
-        utilization_percent=int(utilization.gpu) if utilization is not None else None,
+        utilization_percent=usage.utilization_percent,
         is_mig=device.is_mig,
         problems=tuple(problems),
     )

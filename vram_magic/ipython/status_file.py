@@ -1,0 +1,91 @@
+"""Keeps this kernel's status file (see ``readings.kernel_status``) current for the Jupyter server.
+
+Only a Jupyter kernel has a connection file, so a terminal IPython writes nothing. The file is
+rewritten at most once per ``PERIOD`` seconds from the shared sampler thread, and removed when
+vram_magic is unloaded or the kernel exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+from vram_magic.actions.history import NameSizes
+from vram_magic.actions.limit import current_limit
+from vram_magic.readings.kernel_status import status_from_report, status_path, write_status
+from vram_magic.readings.model import Report
+from vram_magic.readings.sampler import sampler
+
+PERIOD = 1.0
+TOP = 5
+
+
+def connection_file() -> str | None:
+    """This kernel's connection file, or None outside a Jupyter kernel."""
+    try:
+        from ipykernel.kernelapp import IPKernelApp
+    except ImportError:
+        return None
+    if not IPKernelApp.initialized():
+        return None
+    app = IPKernelApp.instance()
+    return getattr(app, "abs_connection_file", None) or app.connection_file or None
+
+
+class StatusPublisher:
+    def __init__(self, names: NameSizes, namespace: dict[str, Any]) -> None:
+        self._names = names
+        self._namespace = namespace
+        self._top: tuple[tuple[str, int], ...] = ()
+        self._written = 0.0
+        self._token: int | None = None
+        self.path: Path | None = None
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        found = connection_file()
+        if found is None:
+            return
+        self.path = status_path(found)
+        self.refresh()
+        self._token = sampler.subscribe(self._on_report)
+        atexit.register(self.stop)
+
+    def after_cell(self) -> None:
+        """Take the largest names on the main thread, where the namespace is not changing."""
+        self._top = self._names.largest(TOP)
+
+    def refresh(self) -> None:
+        """Measure the names and rewrite the file now: at start, and after an action that
+        changed memory between cells."""
+        self._names.update(self._namespace, True, None)
+        self.after_cell()
+        self._publish(sampler.sample())
+
+    def stop(self) -> None:
+        if self._token is not None:
+            sampler.unsubscribe(self._token)
+            self._token = None
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.path = None
+        atexit.unregister(self.stop)
+
+    def _on_report(self, report: Report) -> None:
+        if time.monotonic() - self._written >= PERIOD:
+            self._publish(report)
+
+    def _publish(self, report: Report) -> None:
+        if self.path is None:
+            return
+        limit = current_limit()
+        status = status_from_report(report, self._top, limit.nbytes if limit else None)
+        try:
+            write_status(self.path, status)
+        except OSError as error:  # a full or read-only disk must not break the kernel
+            self.last_error = str(error)
+        self._written = time.monotonic()

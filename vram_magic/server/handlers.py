@@ -1,0 +1,123 @@
+"""The REST endpoints under ``<base_url>/vram/``; authentication, XSRF and authorization are the
+Jupyter server's own (kernels resource: reading for GET, writing for POST)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+
+from vram_magic.readings.kernel_status import read_status, status_path
+from vram_magic.readings.machine import read_machine
+from vram_magic.server.kernel_call import KernelCallError, evaluate
+from vram_magic.server.processes import ProcessDirectory
+from vram_magic.server.usage import KernelFacts, devices_json, kernel_pid_map, kernels_json
+
+FREE_TIMEOUT = 120.0
+FREE_CALL = "__import__('vram_magic.ipython.remote', fromlist=['_']).free_for_server()"
+KERNEL_ID = r"(?P<kernel_id>[\w-]+)"
+
+directory = ProcessDirectory()
+
+
+class VramHandler(APIHandler):
+    auth_resource = "kernels"
+
+    def reply(self, body: dict[str, Any], status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+    async def kernel_facts(self) -> list[KernelFacts]:
+        """Every running kernel of this server, with its notebook and its own status file."""
+        notebooks = {
+            s["kernel"]["id"]: (s.get("path"), s.get("name"))
+            for s in await self.session_manager.list_sessions()
+            if s.get("kernel")
+        }
+        facts = []
+        for kernel_id in self.kernel_manager.list_kernel_ids():
+            kernel = self.kernel_manager.get_kernel(kernel_id)
+            path, notebook = notebooks.get(kernel_id, (None, None))
+            connection = getattr(kernel, "connection_file", "")
+            facts.append(
+                KernelFacts(
+                    id=kernel_id,
+                    name=kernel.kernel_name,
+                    execution_state=getattr(kernel, "execution_state", "unknown"),
+                    pid=getattr(getattr(kernel, "provisioner", None), "pid", None),
+                    path=path,
+                    notebook=notebook or (os.path.basename(path) if path else None),
+                    status=read_status(status_path(connection)) if connection else None,
+                )
+            )
+        return facts
+
+    def running_kernel(self, kernel_id: str) -> Any:
+        if kernel_id not in self.kernel_manager:
+            raise web.HTTPError(404, f"no running kernel {kernel_id}")
+        return self.kernel_manager.get_kernel(kernel_id)
+
+
+class DevicesHandler(VramHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        kernels = await self.kernel_facts()
+        self.reply(devices_json(read_machine(), directory, kernel_pid_map(kernels)))
+
+
+class KernelsHandler(VramHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        kernels = await self.kernel_facts()
+        body = kernels_json(read_machine(), kernels, directory)
+        body["restart"] = False
+        self.reply(body)
+
+
+class FreeHandler(VramHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        kernel = self.running_kernel(kernel_id)
+        state = getattr(kernel, "execution_state", "idle")
+        if state != "idle":
+            self.reply({"message": f"the kernel is {state}; free it when it is idle"}, 409)
+            return
+        try:
+            answer = await asyncio.wait_for(
+                evaluate(kernel, FREE_CALL, FREE_TIMEOUT), FREE_TIMEOUT + 5
+            )
+        except (KernelCallError, asyncio.TimeoutError) as error:
+            self.reply({"message": str(error) or "the kernel did not answer"}, 504)
+            return
+        self.reply({"kernel_id": kernel_id, **json.loads(answer)})
+
+
+class RestartHandler(VramHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        self.running_kernel(kernel_id)
+        self.reply({"message": "restart and restore is not available yet"}, 501)
+
+
+def setup_handlers(web_app: Any) -> None:
+    base = url_path_join(web_app.settings["base_url"], "vram")
+    web_app.add_handlers(
+        ".*$",
+        [
+            (url_path_join(base, "devices"), DevicesHandler),
+            (url_path_join(base, "kernels"), KernelsHandler),
+            (url_path_join(base, "kernels", KERNEL_ID, "free"), FreeHandler),
+            (url_path_join(base, "kernels", KERNEL_ID, "restart"), RestartHandler),
+        ],
+    )
