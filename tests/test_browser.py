@@ -5,92 +5,38 @@ A real Jupyter server runs a notebook that loads vram_magic, opens ``%vram`` and
 screenshot is saved under test-artifacts/ for a person to look at.
 """
 
-import json
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from lab_server import (
+    ARTIFACTS,
+    CHROMIUM,
+    TOKEN,
+    lab_server,
+    launch_chromium,
+    skip_without_chromium,
+    write_notebook,
+)
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
-TOKEN = "vram-magic-browser-test"
 CELLS = [
     "%load_ext vram_magic\nimport torch",
     "%vram --interval 0.25",
     "import time\ntime.sleep(2)\nbig = torch.ones(50 * 2**20)  # 200 MB",
 ]
 
-if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
-    pytest.skip(
-        "Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True
-    )
+skip_without_chromium()
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.browser
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
-    notebook = {
-        "cells": [
-            {
-                "cell_type": "code",
-                "metadata": {},
-                "source": c,
-                "outputs": [],
-                "execution_count": None,
-            }
-            for c in CELLS
-        ],
-        "metadata": {
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    (root / "live.ipynb").write_text(json.dumps(notebook))
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "jupyter",
-        "lab",
-        "--no-browser",
-        f"--port={port}",
-        f"--IdentityProvider.token={TOKEN}",
-        f"--ServerApp.root_dir={root}",
-        "--ServerApp.open_browser=False",
-    ]
-    if os.geteuid() == 0:
-        command.append("--allow-root")
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("the Jupyter server did not start")
-    yield base
-    server.terminate()
-    server.wait(timeout=20)
+    write_notebook(root / "live.ipynb", CELLS)
+    with lab_server(root) as server:
+        yield server.url
 
 
 def host_rss(page) -> int:
@@ -117,16 +63,7 @@ def run_first_cells(page) -> None:
 def test_live_panel_renders_and_follows_an_allocation(lab):
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
+        browser = launch_chromium(driver)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{lab}/lab/tree/live.ipynb?token={TOKEN}")
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)

@@ -22,6 +22,8 @@ from vram_magic.server.usage import KernelFacts, devices_json, kernel_pid_map, k
 FREE_TIMEOUT = 120.0
 FREE_CALL = "__import__('vram_magic.ipython.remote', fromlist=['_']).free_for_server()"
 KERNEL_ID = r"(?P<kernel_id>[\w-]+)"
+# between cells; a kernel started without a frontend stays "starting" on the server, yet answers
+READY = {"idle", "starting"}
 
 directory = ProcessDirectory()
 
@@ -89,7 +91,7 @@ class FreeHandler(VramHandler):
     async def post(self, kernel_id: str) -> None:
         kernel = self.running_kernel(kernel_id)
         state = getattr(kernel, "execution_state", "idle")
-        if state != "idle":
+        if state not in READY:
             self.reply({"message": f"the kernel is {state}; free it when it is idle"}, 409)
             return
         try:

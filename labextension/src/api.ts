@@ -1,0 +1,137 @@
+/** The server extension's REST API under `<base url>/vram/`: reply types and requests. */
+
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+/** One of this user's processes on a GPU; `kernel_id` names the kernel it is, if any. */
+export interface IGpuProcess {
+  pid: number;
+  /** Null where NVML withholds the figure. */
+  bytes: number | null;
+  kernel_id: string | null;
+}
+
+/** A GPU as NVML numbers it: `index` is `3`, or `"3:1"` for a MIG slice. */
+export interface IDevice {
+  index: number | string;
+  name: string | null;
+  uuid: string;
+  /** Null when NVML could not read the memory; `problems` says why. */
+  total: number | null;
+  used: number | null;
+  free: number | null;
+  utilization: number | null;
+  processes: IGpuProcess[];
+  /** Processes of other users: NVML gives their memory but not who they are. */
+  other_users: { count: number; bytes: number };
+  problems?: string[];
+}
+
+export interface IDevicesReply {
+  devices: IDevice[];
+  /** Why `devices` is empty, e.g. "no NVIDIA GPU visible: ...". */
+  reason: string | null;
+}
+
+export interface IKernelDevice {
+  uuid: string;
+  /** Null when only the kernel itself reported the memory and NVML does not list the GPU. */
+  index: number | string | null;
+  bytes: number;
+  source: 'nvml' | 'kernel';
+}
+
+/** What vram_magic, when loaded in the kernel, last reported from inside it. */
+export interface IKernelReport {
+  updated: number;
+  torch: { device: string; uuid: string | null; allocated: number; reserved: number }[];
+  top: { name: string; bytes: number }[];
+  limit: number | null;
+}
+
+export interface IKernel {
+  id: string;
+  name: string;
+  execution_state: string;
+  pid: number | null;
+  session: { path: string; name: string } | null;
+  devices: IKernelDevice[];
+  bytes: number;
+  vram_magic: IKernelReport | null;
+}
+
+export interface IKernelsReply {
+  /** Largest `bytes` first. */
+  kernels: IKernel[];
+  /** Whether the server can restart a kernel and restore its variables. */
+  restart: boolean;
+}
+
+export interface IFreeReply {
+  kernel_id: string;
+  freed: number;
+  text: string;
+}
+
+/** One reading of both endpoints. */
+export interface ISnapshot {
+  devices: IDevicesReply;
+  kernels: IKernelsReply;
+}
+
+async function request<T>(
+  settings: ServerConnection.ISettings,
+  path: string,
+  init: RequestInit = {}
+): Promise<T> {
+  const url = URLExt.join(settings.baseUrl, 'vram', path);
+  const response = await ServerConnection.makeRequest(url, init, settings);
+  const text = await response.text();
+  let body: unknown = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    // a 404 from a server without the extension is an HTML page
+  }
+  if (!response.ok) {
+    const message = (body as { message?: string } | null)?.message;
+    throw new ServerConnection.ResponseError(
+      response,
+      message || `${response.status} ${response.statusText}`.trim()
+    );
+  }
+  return body as T;
+}
+
+export async function fetchSnapshot(settings: ServerConnection.ISettings): Promise<ISnapshot> {
+  const [devices, kernels] = await Promise.all([
+    request<IDevicesReply>(settings, 'devices'),
+    request<IKernelsReply>(settings, 'kernels')
+  ]);
+  return { devices, kernels };
+}
+
+export function freeKernel(settings: ServerConnection.ISettings, id: string): Promise<IFreeReply> {
+  return request<IFreeReply>(settings, `kernels/${encodeURIComponent(id)}/free`, {
+    method: 'POST'
+  });
+}
+
+/** Restart the kernel and restore its variables; the reply may describe what came back. */
+export function restartKernel(
+  settings: ServerConnection.ISettings,
+  id: string
+): Promise<{ text?: string }> {
+  return request<{ text?: string }>(settings, `kernels/${encodeURIComponent(id)}/restart`, {
+    method: 'POST'
+  });
+}
+
+/** The HTTP status of a failed request, or null when the server was not reached. */
+export function statusOf(error: unknown): number | null {
+  return error instanceof ServerConnection.ResponseError ? error.response.status : null;
+}
+
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,82 @@
+/** JupyterLab plugin: the VRAM sidebar and status-bar item, fed by one poll of the server. */
+
+import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { INotebookTracker } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStatusBar } from '@jupyterlab/statusbar';
+import { LabIcon } from '@jupyterlab/ui-components';
+
+import { VramPoller } from './poller';
+import { VramSidebar } from './sidebar';
+import { VramStatus } from './statusbar';
+
+const PLUGIN_ID = 'vram-magic:plugin';
+const SIDEBAR_ID = 'vram-magic-sidebar';
+const DEFAULT_INTERVAL_S = 1;
+
+const chipSvg = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
+  <g class="jp-icon3" fill="#616161">
+    <path fill-rule="evenodd" d="M5 4h14a1 1 0 0 1 1 1v14a1 1 0 0 1-1 1H5a1 1 0 0 1-1-1V5a1 1 0 0 1 1-1zm1 2v12h12V6z"/>
+    <rect x="8" y="8" width="8" height="8" rx="1"/>
+    <path d="M8 1h2v3H8zm6 0h2v3h-2zM8 20h2v3H8zm6 0h2v3h-2zM1 8h3v2H1zm0 6h3v2H1zm19-6h3v2h-3zm0 6h3v2h-3z"/>
+  </g>
+</svg>`;
+
+const chipIcon = new LabIcon({ name: 'vram-magic:chip', svgstr: chipSvg });
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'GPU memory per device and per kernel, in a sidebar and the status bar.',
+  autoStart: true,
+  // all optional, so the plugin also loads in Notebook 7 and in trimmed-down shells
+  optional: [ILabShell, INotebookTracker, IStatusBar, ISettingRegistry],
+  activate: (
+    app: JupyterFrontEnd,
+    labShell: ILabShell | null,
+    tracker: INotebookTracker | null,
+    statusBar: IStatusBar | null,
+    settingRegistry: ISettingRegistry | null
+  ) => {
+    const { serviceManager } = app;
+    const poller = new VramPoller(serviceManager.serverSettings, DEFAULT_INTERVAL_S);
+    const currentKernel = () => tracker?.currentWidget?.sessionContext.session?.kernel?.id ?? null;
+
+    const sidebar = new VramSidebar({
+      poller,
+      serverSettings: serviceManager.serverSettings,
+      kernels: serviceManager.kernels,
+      currentKernel
+    });
+    sidebar.id = SIDEBAR_ID;
+    sidebar.title.icon = chipIcon;
+    sidebar.title.caption = 'VRAM';
+    if (!labShell) {
+      // JupyterLab's side tabs show icons only; Notebook 7 lists side panels by their label
+      sidebar.title.label = 'VRAM';
+    }
+    app.shell.add(sidebar, 'right', { rank: 900 });
+
+    let status: VramStatus | null = null;
+    if (statusBar) {
+      status = new VramStatus(poller, currentKernel, () => app.shell.activateById(SIDEBAR_ID));
+      statusBar.registerStatusItem(`${PLUGIN_ID}-status`, { item: status, align: 'left', rank: 4 });
+    }
+
+    tracker?.currentChanged.connect(() => {
+      sidebar.refresh();
+      status?.refresh();
+    });
+
+    if (settingRegistry) {
+      void settingRegistry.load(PLUGIN_ID).then(settings => {
+        const apply = () => {
+          poller.intervalSeconds = settings.get('refreshInterval').composite as number;
+        };
+        apply();
+        settings.changed.connect(apply);
+      });
+    }
+  }
+};
+
+export default plugin;

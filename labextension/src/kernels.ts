@@ -1,0 +1,159 @@
+/** One kernel's row in the sidebar: its name and memory, and the Free / Restart / Shut down buttons. */
+
+import { IFreeReply, IKernel, messageOf } from './api';
+import { element } from './dom';
+import { formatBytes } from './format';
+import { kernelLabel } from './usage';
+
+/** What the buttons do; the sidebar supplies them. */
+export interface IKernelActions {
+  free(id: string): Promise<IFreeReply>;
+  restart(id: string): Promise<{ text?: string }>;
+  shutdown(kernel: IKernel): Promise<void>;
+  /** Called after any action, to read the GPUs again. */
+  done(): void;
+}
+
+type Action = 'free' | 'restart' | 'shutdown';
+
+const BUTTONS: { action: Action; label: string; pending: string }[] = [
+  { action: 'free', label: 'Free', pending: 'Freeing…' },
+  { action: 'restart', label: 'Restart & restore', pending: 'Restarting…' },
+  { action: 'shutdown', label: 'Shut down', pending: 'Shutting down…' }
+];
+
+const READY = new Set(['idle', 'starting']);
+
+const NO_RESTART = 'Restart & restore arrives with the snapshot feature';
+
+/** A few of the largest tensors or objects the kernel reported. */
+const TOP_SHOWN = 3;
+
+export class KernelRow {
+  readonly node = element('li', 'vram-magic-kernel');
+
+  constructor(kernel: IKernel, actions: IKernelActions) {
+    this._kernel = kernel;
+    this._actions = actions;
+    this.node.dataset.kernelId = kernel.id;
+    const head = element('div', 'vram-magic-kernel-head');
+    head.append(this._name, this._state, this._bytes);
+    const buttons = element('div', 'vram-magic-actions');
+    for (const { action, label } of BUTTONS) {
+      const button = element('button', 'vram-magic-button', label);
+      button.type = 'button';
+      button.dataset.action = action;
+      button.addEventListener('click', () => void this._run(action));
+      buttons.append(button);
+      this._buttons.set(action, button);
+    }
+    this.node.append(head, this._detail, buttons, this._result);
+  }
+
+  update(kernel: IKernel, current: boolean, canRestart: boolean): void {
+    this._kernel = kernel;
+    this._canRestart = canRestart;
+    this.node.classList.toggle('vram-magic-current', current);
+    this._name.textContent = kernelLabel(kernel);
+    this._name.title = [
+      kernel.session?.path,
+      `kernel ${kernel.id}`,
+      kernel.pid && `pid ${kernel.pid}`
+    ]
+      .filter(Boolean)
+      .join('\n');
+    const state = kernel.execution_state;
+    this._state.textContent = state === 'idle' ? '' : state;
+    this._state.dataset.state = state;
+    this._bytes.textContent = formatBytes(kernel.bytes);
+    this._detail.textContent = details(kernel).join(' · ');
+    this._renderButtons();
+  }
+
+  private _renderButtons(): void {
+    const state = this._kernel.execution_state;
+    for (const { action, label, pending } of BUTTONS) {
+      const button = this._buttons.get(action)!;
+      button.textContent = this._pending === action ? pending : label;
+      let why = '';
+      if (action === 'restart' && !this._canRestart) {
+        why = NO_RESTART;
+      } else if (action !== 'shutdown' && !READY.has(state)) {
+        // the server takes these only from a kernel between cells (409 otherwise); a kernel
+        // started without a browser tab stays "starting" on the server, yet answers
+        why = `The kernel is ${state}`;
+      }
+      button.disabled = this._pending !== null || why !== '';
+      button.title = why;
+    }
+  }
+
+  private async _run(action: Action): Promise<void> {
+    const kernel = this._kernel;
+    this._pending = action;
+    this._renderButtons();
+    try {
+      if (action === 'free') {
+        const reply = await this._actions.free(kernel.id);
+        this._show(reply.text || `Freed ${formatBytes(reply.freed)}`, false);
+      } else if (action === 'restart') {
+        const reply = await this._actions.restart(kernel.id);
+        this._show(reply.text || 'Restarted; variables restored', false);
+      } else {
+        await this._actions.shutdown(kernel);
+      }
+    } catch (error) {
+      const label = BUTTONS.find(b => b.action === action)!.label;
+      this._show(`${label} failed\n${messageOf(error)}`, true);
+    } finally {
+      this._pending = null;
+      this._renderButtons();
+      this._actions.done();
+    }
+  }
+
+  /** What the last action said, its first line as the headline; it stays until dismissed. */
+  private _show(text: string, failed: boolean): void {
+    const close = element('button', 'vram-magic-result-close', '×');
+    close.type = 'button';
+    close.title = 'Dismiss';
+    close.addEventListener('click', () => this._result.replaceChildren());
+    this._result.classList.toggle('vram-magic-failed', failed);
+    this._result.replaceChildren(element('div', 'vram-magic-result-text', text), close);
+  }
+
+  private _kernel: IKernel;
+  private _canRestart = false;
+  private _pending: Action | null = null;
+  private readonly _actions: IKernelActions;
+  private readonly _name = element('span', 'vram-magic-kernel-name');
+  private readonly _state = element('span', 'vram-magic-kernel-state');
+  private readonly _bytes = element('span', 'vram-magic-kernel-bytes');
+  private readonly _detail = element('div', 'vram-magic-kernel-detail');
+  private readonly _result = element('div', 'vram-magic-result');
+  private readonly _buttons = new Map<Action, HTMLButtonElement>();
+}
+
+/** Where the kernel's memory is, and what vram_magic inside it last said about it. */
+function details(kernel: IKernel): string[] {
+  const parts = kernel.devices.map(held => `GPU ${held.index ?? '?'} ${formatBytes(held.bytes)}`);
+  const report = kernel.vram_magic;
+  if (report) {
+    for (const torch of report.torch) {
+      parts.push(
+        `${torch.device}: ${formatBytes(torch.allocated)} allocated, ` +
+          `${formatBytes(torch.reserved)} reserved`
+      );
+    }
+    if (report.top.length) {
+      const top = report.top.slice(0, TOP_SHOWN);
+      parts.push(
+        'largest: ' + top.map(item => `${item.name} ${formatBytes(item.bytes)}`).join(', ')
+      );
+    }
+    if (report.limit !== null) {
+      parts.push(`limit ${formatBytes(report.limit)}`);
+    }
+  }
+  return parts;
+}

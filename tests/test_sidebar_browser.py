@@ -1,0 +1,206 @@
+"""Browser tier: the VRAM sidebar and status-bar item of the JupyterLab extension, in Chromium.
+
+A real Jupyter server with the vram_magic server extension runs two notebook kernels; its NVML
+is the fake of tests/jupyter_config_fake_nvml.py, answering from a two-GPU recording into which
+the test writes the kernels' PIDs. The sidebar must show both GPUs and both kernels, the
+current notebook's highlighted, free memory on request, and say clearly when there is no GPU
+or no server extension. Screenshots (light and dark theme) go to test-artifacts/sidebar*.png.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import psutil
+import pytest
+from fake_nvml import load_recording
+from lab_server import (
+    ARTIFACTS,
+    TOKEN,
+    LabServer,
+    lab_server,
+    launch_chromium,
+    skip_without_chromium,
+    write_notebook,
+)
+
+skip_without_chromium()
+playwright = pytest.importorskip("playwright.sync_api")
+expect = playwright.expect
+pytestmark = pytest.mark.browser
+
+FAKE_NVML_CONFIG = Path(__file__).parent / "jupyter_config_fake_nvml.py"
+MIB = 2**20
+CELLS = ["%load_ext vram_magic\nimport torch\nweights = torch.ones(64 * 2**20)  # 256 MB"]
+SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"},
+    "vram-magic/plugin.jupyterlab-settings": {"refreshInterval": 0.5},
+}
+NO_GPU = {"devices": [], "reason": "no NVIDIA GPU visible: NVML Shared Library Not Found"}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("lab")
+    private = tmp_path_factory.mktemp("lab-private")
+    write_notebook(root / "train.ipynb", CELLS)
+    write_notebook(root / "eval.ipynb", ["print('evaluating')"])
+    settings = private / "settings"
+    for plugin, values in SETTINGS.items():
+        (settings / plugin).parent.mkdir(parents=True, exist_ok=True)
+        (settings / plugin).write_text(json.dumps(values))
+    gpus = private / "gpus.json"
+    gpus.write_text(json.dumps(load_recording("two_gpus_other_processes")))
+    env = {
+        "VRAM_MAGIC_FAKE_NVML": str(gpus),
+        # a fresh layout and default settings on every run
+        "JUPYTERLAB_WORKSPACES_DIR": str(private / "workspaces"),
+        "JUPYTERLAB_SETTINGS_DIR": str(settings),
+    }
+    args = [
+        f"--config={FAKE_NVML_CONFIG}",
+        "--ServerApp.jpserver_extensions=vram_magic=True",
+        "--LabApp.expose_app_in_browser=True",  # to switch themes for the dark screenshot
+    ]
+    with lab_server(root, args, env, log=private / "jupyter.log") as server:
+        yield server, gpus
+
+
+def kernel_pids(server: LabServer) -> dict[str, int]:
+    """Kernel id -> PID, from the server's children (the REST API does not tell PIDs)."""
+    pids = {}
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        found = re.search(r"kernel-([\w-]+)\.json", " ".join(child.cmdline()))
+        if found:
+            pids[found.group(1)] = child.pid
+    return pids
+
+
+def put_kernels_on_gpus(gpus: Path, current: int, other: int) -> None:
+    """The recording's "self" (3.3 GiB on GPU 0) becomes the current notebook's kernel, and the
+    other kernel takes 512 MiB on GPU 1, where a process of the recording held no figure."""
+    recording = load_recording("two_gpus_other_processes")
+    gpu0, gpu1 = recording["devices"]
+    gpu0["compute_processes"][0]["pid"] = current
+    gpu1["compute_processes"][1] = {"pid": other, "usedGpuMemory": 512 * MIB}
+    gpus.write_text(json.dumps(recording))
+
+
+def run_first_cell(page) -> None:  # type: ignore[no-untyped-def]
+    """Run the first cell; a kernel still connecting drops the request, so try again."""
+    for _ in range(4):
+        page.wait_for_selector("text=| Idle", timeout=60_000)
+        page.locator(".jp-Cell").first.click()
+        page.keyboard.press("Escape")
+        page.keyboard.press("Shift+Enter")
+        try:
+            page.wait_for_selector(".jp-InputPrompt:has-text('[1]')", timeout=20_000)
+            return
+        except playwright.Error:
+            continue
+    pytest.fail("the first cell did not run")
+
+
+def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    page.locator("#vram-magic-sidebar").screenshot(path=str(ARTIFACTS / f"{name}-panel.png"))
+
+
+def test_sidebar_shows_gpus_and_kernels_and_frees(lab):  # type: ignore[no-untyped-def]
+    server, gpus = lab
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as driver:
+        browser = launch_chromium(driver)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(f"{server.url}/lab/tree/train.ipynb?token={TOKEN}")
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            run_first_cell(page)
+            server.api(
+                "api/sessions",
+                {"path": "eval.ipynb", "type": "notebook", "kernel": {"name": "python3"}},
+            )
+            sessions = {s["path"]: s["kernel"]["id"] for s in server.api("api/sessions")}
+            current, other = sessions["train.ipynb"], sessions["eval.ipynb"]
+            pids = kernel_pids(server)
+            put_kernels_on_gpus(gpus, pids[current], pids[other])
+
+            page.locator('.jp-SideBar li[data-id="vram-magic-sidebar"]').click()
+            sidebar = page.locator("#vram-magic-sidebar")
+            row = sidebar.locator(f'[data-kernel-id="{current}"]')
+            expect(sidebar.locator(".vram-magic-gauge")).to_have_count(2)
+            expect(row).to_have_class(re.compile("vram-magic-current"))
+            expect(row.locator(".vram-magic-kernel-name")).to_have_text("train.ipynb")
+            expect(row.locator(".vram-magic-kernel-bytes")).to_have_text("3.3 GiB")
+            # largest first: the current kernel, then the other one
+            expect(sidebar.locator(".vram-magic-kernel")).to_have_count(2)
+            expect(sidebar.locator(".vram-magic-kernel").nth(1)).to_have_attribute(
+                "data-kernel-id", other
+            )
+            expect(sidebar.locator(f'[data-kernel-id="{other}"]')).not_to_have_class(
+                re.compile("vram-magic-current")
+            )
+            gauge0 = sidebar.locator('.vram-magic-gauge[data-index="0"]')
+            expect(gauge0.locator('[data-part="current"] .vram-magic-legend-value')).to_have_text(
+                "3.3 GiB"
+            )
+            gauge1 = sidebar.locator('.vram-magic-gauge[data-index="1"]')
+            expect(gauge1.locator('[data-part="kernels"] .vram-magic-legend-value')).to_have_text(
+                "512.0 MiB"
+            )
+            restart = row.locator('[data-action="restart"]')
+            expect(restart).to_be_disabled()
+            expect(restart).to_have_attribute(
+                "title", "Restart & restore arrives with the snapshot feature"
+            )
+            expect(page.locator(".vram-magic-status")).to_have_text("VRAM 3.3 / 40.0 GiB")
+            shot(page, "sidebar")
+
+            row.locator('[data-action="free"]').click()
+            expect(row.locator(".vram-magic-result-text")).to_contain_text(
+                re.compile("free", re.IGNORECASE), timeout=60_000
+            )
+            expect(row.locator('[data-action="free"]')).to_be_enabled()
+            # the list follows: vram_magic in the kernel now reports its largest variable
+            expect(row.locator(".vram-magic-kernel-detail")).to_contain_text("largest: weights")
+            shot(page, "sidebar-freed")
+
+            page.evaluate(
+                "window.jupyterapp.commands.execute("
+                "'apputils:change-theme', {theme: 'JupyterLab Dark'})"
+            )
+            page.wait_for_selector('body[data-jp-theme-name="JupyterLab Dark"]', state="attached")
+            page.wait_for_timeout(500)  # the theme's CSS applies after the attribute
+            shot(page, "sidebar-dark")
+
+            # requests carry a cache-busting query, hence patterns rather than globs
+            page.route(re.compile(r"/vram/devices\?"), lambda route: route.fulfill(json=NO_GPU))
+            expect(sidebar.locator(".vram-magic-gauges")).to_contain_text("no NVIDIA GPU visible")
+            expect(page.locator(".vram-magic-status")).to_have_text("VRAM \N{EN DASH}")
+            shot(page, "sidebar-no-gpu")
+
+            page.route(
+                re.compile(r"/vram/kernels\?"),
+                lambda route: route.fulfill(status=500, json={"message": "NVML went away"}),
+            )
+            banner = sidebar.locator(".vram-magic-banner")
+            expect(banner).to_contain_text("Could not read GPU memory")
+            expect(banner).to_contain_text("NVML went away")
+            expect(sidebar.locator(".vram-magic-kernel")).to_have_count(2)  # kept, greyed out
+            shot(page, "sidebar-failed")
+
+            page.unroute_all()
+            page.route(re.compile(r"/vram/"), lambda route: route.fulfill(status=404, body="Nope"))
+            # after failures the poll backs off, so the next reading may take a while
+            expect(banner).to_contain_text(
+                "server extension vram_magic is not enabled", timeout=30_000
+            )
+            expect(sidebar.locator(".vram-magic-kernel")).to_have_count(0)
+            shot(page, "sidebar-missing")
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "sidebar-failure.png"))
+            raise
+        finally:
+            browser.close()
