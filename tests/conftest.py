@@ -40,3 +40,13 @@ def vram(shell):  # type: ignore[no-untyped-def]
     yield shell
     shell.run_cell("%vram free")
     shell.run_cell("%unload_ext vram_magic")
+
+
+@pytest.fixture
+def snapshot_dir(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """Snapshots of this test go to a fresh folder (``vram_magic.settings.snapshot_dir``)."""
+    from vram_magic.config import settings
+
+    folder = tmp_path / "snapshots"
+    monkeypatch.setattr(settings, "snapshot_dir", str(folder))
+    return folder

@@ -1,10 +1,10 @@
 """The live %vram panel: kernel tier (a real ipykernel through jupyter_client) and unit checks."""
 
-import json
 import re
 import time
 
 import pytest
+from kernels import Kernel
 
 from vram_magic.readings.sampler import THREAD_NAME, Sampler
 
@@ -12,36 +12,6 @@ jupyter_client = pytest.importorskip("jupyter_client")
 pytest.importorskip("ipywidgets")
 
 RSS = re.compile(r'data-device="host" data-rss="(\d+)"')
-
-
-class Kernel:
-    def __init__(self) -> None:
-        from jupyter_client.manager import start_new_kernel
-
-        self.manager, self.client = start_new_kernel(kernel_name="python3")
-
-    def execute(self, code: str, timeout: float = 60) -> list[dict]:
-        """Run ``code``; return every IOPub message of that request until the kernel is idle."""
-        msg_id = self.client.execute(code)
-        messages = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            message = self.client.get_iopub_msg(timeout=timeout)
-            messages.append(message)
-            state = message["content"].get("execution_state")
-            if message["parent_header"].get("msg_id") == msg_id and state == "idle":
-                return messages
-        raise TimeoutError(code)
-
-    def value(self, expression: str):  # type: ignore[no-untyped-def]
-        for message in self.execute(f"import json; print(json.dumps({expression}))"):
-            if message["msg_type"] == "stream":
-                return json.loads(message["content"]["text"])
-        raise AssertionError(expression)
-
-    def stop(self) -> None:
-        self.client.stop_channels()
-        self.manager.shutdown_kernel(now=True)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,12 @@ from vram_magic.actions.free import FreeResult
 from vram_magic.actions.free import free as _free
 from vram_magic.actions.history import CellRecord
 from vram_magic.actions.limit import Limit, set_limit
+from vram_magic.actions.restore import RestoreResult
+from vram_magic.actions.restore import restore as _restore
+from vram_magic.actions.restore import restore_pending as _restore_pending
+from vram_magic.actions.snapshot import SnapshotInfo, SnapshotResult, list_snapshots
+from vram_magic.actions.snapshot import snapshot as _snapshot
+from vram_magic.actions.snapshot_store import Store
 from vram_magic.census.model import Census
 from vram_magic.census.take import take_census
 from vram_magic.readings.model import Report
@@ -74,3 +80,37 @@ def estimate(model: Any, batch: int = 1, seq: int = 2048, train: str = "adam") -
 def limit(size: str) -> Limit | None:
     """Cap what this kernel may allocate (``%vram limit``): ``"8GB"``, ``"60%"``, or ``"off"``."""
     return set_limit(size)
+
+
+def snapshot(exclude: tuple[str, ...] | list[str] = ()) -> SnapshotResult:
+    """Save the notebook's variables to disk (``%vram snapshot``); what cannot be saved is listed
+    in the result with the reason."""
+    shell = _shell()
+    return _snapshot(shell, _namespace(shell), exclude=exclude)
+
+
+def restore(id: str | None = None, to: str | None = None, keep: bool = False) -> RestoreResult:
+    """Load a snapshot (the latest by default) back into the namespace (``%vram restore``);
+    ``to="cpu"`` loads every tensor to the CPU. Removed afterwards unless ``keep`` or a variable
+    could not be restored."""
+    return _restore(_namespace(_shell()), id, to=to, keep=keep)
+
+
+def snapshots() -> tuple[SnapshotInfo, ...]:
+    """The snapshots on disk, oldest first (``%vram snapshots``)."""
+    return list_snapshots()
+
+
+def delete_snapshot(id: str) -> None:
+    """Remove one snapshot (``%vram snapshots --delete ID``)."""
+    Store().delete(id)
+
+
+def mark_pending(id: str, kernel_id: str) -> None:
+    """Have the next ``restore_pending()`` in kernel ``kernel_id`` (after a restart) load ``id``."""
+    Store().mark_pending(id, kernel_id)
+
+
+def restore_pending(kernel_id: str | None = None) -> RestoreResult | None:
+    """Restore the snapshot marked for this kernel (by ``mark_pending``), once; else None."""
+    return _restore_pending(_namespace(_shell()), kernel_id)

@@ -90,6 +90,22 @@ def _build_limit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("size", metavar="SIZE", help="8GB, 8GiB, 7.5G, 512MB, 60%%, or off")
 
 
+def _build_snapshot(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--exclude", nargs="+", default=[], metavar="NAME", help="variables not to save"
+    )
+
+
+def _build_restore(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", nargs="?", default=None, metavar="ID", help="default: the latest")
+    parser.add_argument("--to", choices=("cpu",), default=None, help="load every tensor to cpu")
+    parser.add_argument("--keep", action="store_true", help="keep the snapshot after restoring")
+
+
+def _build_snapshots(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--delete", default=None, metavar="ID", help="remove this snapshot")
+
+
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "live": ("live gauges in a notebook (the text report in a terminal)", _build_live),
     "report": (
@@ -101,6 +117,9 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "free": ("release stranded memory (and the named variables)", _build_free),
     "estimate": ("memory a model needs: weights by dtype, training, inference", _build_estimate),
     "limit": ("emulate a smaller GPU: cap what this kernel may allocate", _build_limit),
+    "snapshot": ("save the namespace to disk (tensors with their devices)", _build_snapshot),
+    "restore": ("load a snapshot back (tensors to their devices)", _build_restore),
+    "snapshots": ("list the snapshots on disk", _build_snapshots),
 }
 DEFAULT_SUBCOMMAND = "live"
 

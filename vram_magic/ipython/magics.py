@@ -21,6 +21,7 @@ from vram_magic.actions.fit import fit as run_to_fit
 from vram_magic.actions.free import FreeError, clear_exception, release_stranded
 from vram_magic.actions.limit import LimitError, current_limit
 from vram_magic.actions.loading import Load, fitting_loads
+from vram_magic.actions.snapshot_store import SnapshotError, snapshot_root
 from vram_magic.ipython.arguments import HelpShown, parse_fit_line, parse_vram_line
 from vram_magic.ipython.live import LivePanels
 from vram_magic.readings.report import read_report
@@ -30,6 +31,7 @@ from vram_magic.render.estimate import estimate_view
 from vram_magic.render.fit import fit_view
 from vram_magic.render.history import history_view
 from vram_magic.render.report import render_report
+from vram_magic.render.snapshot import restore_view, snapshot_view, snapshots_view
 from vram_magic.render.units import format_bytes
 from vram_magic.render.view import View
 
@@ -80,8 +82,36 @@ def _limit(options: argparse.Namespace) -> View:
     return View(limit, text, f"<p>{escape(text)}</p>")
 
 
+def _snapshot(options: argparse.Namespace) -> View:
+    try:
+        return snapshot_view(api.snapshot(exclude=options.exclude))
+    except SnapshotError as error:
+        raise UsageError(f"%vram snapshot: {error}") from None
+
+
+def _restore(options: argparse.Namespace) -> View:
+    try:
+        return restore_view(api.restore(options.id, to=options.to, keep=options.keep))
+    except SnapshotError as error:
+        raise UsageError(f"%vram restore: {error}") from None
+
+
+def _snapshots(options: argparse.Namespace) -> View:
+    try:
+        if options.delete is not None:
+            api.delete_snapshot(options.delete)
+            text = f"snapshot {options.delete} deleted"
+            return View(options.delete, text, f"<p>{escape(text)}</p>")
+        return snapshots_view(api.snapshots(), str(snapshot_root()))
+    except SnapshotError as error:
+        raise UsageError(f"%vram snapshots: {error}") from None
+
+
 _HANDLERS: dict[str, Callable[[argparse.Namespace], View]] = {
     "limit": _limit,
+    "snapshot": _snapshot,
+    "restore": _restore,
+    "snapshots": _snapshots,
     "report": _report,
     "who": _who,
     "history": _history,

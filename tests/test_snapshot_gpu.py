@@ -1,0 +1,95 @@
+"""GPU tier (``pytest -m gpu``): CUDA tensors, a model and its optimizer go through a snapshot and
+a fresh process and come back on CUDA, and the restore leaves nothing else on the GPU."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+MiB = 2**20
+
+SAVE = """
+import torch, vram_magic
+x = torch.randn(1024, 1024, device="cuda")
+half = x[512:]
+model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 8))
+model = model.cuda()
+opt = torch.optim.Adam(model.parameters())
+model(torch.randn(4, 512, device="cuda")).sum().backward()
+opt.step()
+probe = torch.randn(4, 512)
+torch.save({"probe": probe, "out": model(probe.cuda()).cpu(), "x": x.cpu()}, EXPECTED)
+del probe
+vram_magic.snapshot()
+print("{}")
+"""
+RESTORE = """
+import json, torch, vram_magic
+result = vram_magic.restore(keep=True, to=TO)
+facts = {
+    "allocated": torch.cuda.memory_allocated() if torch.cuda.is_initialized() else 0,
+    "peak": torch.cuda.max_memory_allocated() if torch.cuda.is_initialized() else 0,
+    "reserved": torch.cuda.memory_reserved() if torch.cuda.is_initialized() else 0,
+    "restored bytes": sum(s.nbytes for s in result.restored),
+    "cuda initialised": torch.cuda.is_initialized(),
+    "process": vram_magic.report().devices[0].this_process,
+}
+expected = torch.load(EXPECTED, weights_only=False)
+device = "cpu" if TO else "cuda"
+facts["devices"] = sorted({str(t.device.type) for t in
+    [x, half, *model.parameters(), *(v for s in opt.state.values() for v in s.values()
+     if v.dim())]})
+facts["equal"] = (torch.equal(x.cpu(), expected["x"])
+    and torch.equal(model(expected["probe"].to(device)).cpu(), expected["out"])
+    and half.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+    and opt.param_groups[0]["params"][0] is model[0].weight)
+print(json.dumps(facts))
+"""
+CONTEXT = """
+import json, torch, vram_magic
+torch.zeros(1, device="cuda")
+torch.cuda.synchronize()
+print(json.dumps({"process": vram_magic.report().devices[0].this_process,
+                  "reserved": torch.cuda.memory_reserved()}))
+"""
+
+
+def python(code: str, tmp_path, **names) -> dict:
+    setup = "".join(f"{name} = {value!r}\n" for name, value in names.items())
+    done = subprocess.run(
+        [sys.executable, "-c", f"EXPECTED = {str(tmp_path / 'expected.pt')!r}\n{setup}{code}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "VRAM_MAGIC_SNAPSHOT_DIR": str(tmp_path / "snapshots")},
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_cuda_tensors_come_back_on_cuda_and_nothing_else(tmp_path):
+    python(SAVE, tmp_path)
+    facts = python(RESTORE, tmp_path, TO=None)
+    assert facts["devices"] == ["cuda"] and facts["equal"]
+    # the restored storages, each rounded to the allocator's 512-byte blocks, and no more:
+    # nothing passed through the GPU on the way (the peak is the end state)
+    assert facts["restored bytes"] <= facts["allocated"] <= facts["restored bytes"] + 64 * 512
+    assert facts["peak"] == facts["allocated"]
+    context = python(CONTEXT, tmp_path)
+    if facts["process"] is not None and context["process"] is not None:
+        # what NVML sees of the process: a bare CUDA context plus torch's reserve for the tensors
+        extra = facts["process"] - context["process"] - (facts["reserved"] - context["reserved"])
+        assert abs(extra) <= 64 * MiB
+
+
+def test_to_cpu_never_touches_the_gpu(tmp_path):
+    python(SAVE, tmp_path)
+    facts = python(RESTORE, tmp_path, TO="cpu")
+    assert facts["devices"] == ["cpu"] and facts["equal"]
+    assert facts["cuda initialised"] is False
