@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import time
 
 
@@ -42,6 +43,24 @@ class Kernel:
                 text.append(content["text"])
             if message["msg_type"] in {"execute_result", "display_data"}:
                 text.append(content["data"].get("text/plain", ""))
+        return "".join(text)
+
+    def run_until_exit(self, code: str, timeout: float = 60) -> str:
+        """Run ``code``, which ends the kernel process; what it printed before it did."""
+        self.client.execute(code)
+        text = []
+        deadline = time.monotonic() + timeout
+        while self.manager.is_alive():
+            if time.monotonic() > deadline:
+                raise TimeoutError(code)
+            try:
+                message = self.client.get_iopub_msg(timeout=0.2)
+            except queue.Empty:
+                continue
+            if message["msg_type"] == "stream":
+                text.append(message["content"]["text"])
+            if message["msg_type"] == "display_data":
+                text.append(message["content"]["data"].get("text/plain", ""))
         return "".join(text)
 
     def value(self, expression: str):  # type: ignore[no-untyped-def]

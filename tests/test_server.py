@@ -65,7 +65,7 @@ async def get(jp_fetch, *parts: str) -> dict:  # type: ignore[no-untyped-def]
 
 async def start_notebook_kernel(jp_fetch, path: str = "work/train.ipynb") -> dict:  # type: ignore[no-untyped-def]
     body = json.dumps({"path": path, "type": "notebook", "kernel": {"name": "python3"}})
-    response = await jp_fetch("api", "sessions", method="POST", body=body)
+    response = await jp_fetch("api", "sessions", method="POST", body=body, request_timeout=120)
     return json.loads(response.body)
 
 
@@ -125,7 +125,7 @@ async def test_kernels_are_named_by_their_notebook_and_sorted_by_bytes(
 
     body = await get(jp_fetch, "kernels")
 
-    assert body["restart"] is False
+    assert body["restart"] is True
     rows = body["kernels"]
     assert [row["id"] for row in rows] == [large["kernel"]["id"], small["kernel"]["id"]]
     assert rows[0]["session"] == {"path": "work/large.ipynb", "name": "large.ipynb"}
@@ -140,17 +140,20 @@ async def test_kernels_are_named_by_their_notebook_and_sorted_by_bytes(
 
 
 async def run_in_kernel(jp_serverapp, kernel_id: str, code: str) -> None:  # type: ignore[no-untyped-def]
-    """Execute ``code`` as a notebook cell would, and wait for it to finish."""
-    client = jp_serverapp.kernel_manager.get_kernel(kernel_id).client()
+    """Execute ``code`` as a notebook cell would, and wait until the server sees the kernel idle
+    again (its state follows the kernel's status messages, which may trail the reply)."""
+    kernel = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+    client = kernel.client()
     client.start_channels()
     try:
         msg_id = client.execute(code)
         while True:
             reply = await client.get_shell_msg(timeout=60)
             if reply["parent_header"].get("msg_id") == msg_id:
-                return
+                break
     finally:
         client.stop_channels()
+    await wait_for(lambda: _true_soon(kernel.execution_state in {"idle", "starting"}))
 
 
 async def test_free_runs_in_the_kernel_and_the_list_follows(jp_fetch, jp_serverapp, two_gpus):
@@ -168,7 +171,9 @@ async def test_free_runs_in_the_kernel_and_the_list_follows(jp_fetch, jp_servera
     row = (await get(jp_fetch, "kernels"))["kernels"][0]
     assert row["vram_magic"] is None
 
-    response = await jp_fetch("vram", "kernels", kernel_id, "free", method="POST", body="")
+    response = await jp_fetch(
+        "vram", "kernels", kernel_id, "free", method="POST", body="", request_timeout=120
+    )
 
     body = json.loads(response.body)
     assert body["kernel_id"] == kernel_id
@@ -178,7 +183,11 @@ async def test_free_runs_in_the_kernel_and_the_list_follows(jp_fetch, jp_servera
     assert row["vram_magic"] is not None, "free loads vram_magic, whose status file appears"
     assert row["vram_magic"]["top"] == [{"name": "weights", "bytes": 16 * 2**20}]
     again = json.loads(
-        (await jp_fetch("vram", "kernels", kernel_id, "free", method="POST", body="")).body
+        (
+            await jp_fetch(
+                "vram", "kernels", kernel_id, "free", method="POST", body="", request_timeout=120
+            )
+        ).body
     )
     assert again["freed"] == 0
     history = await run_and_read(jp_serverapp, kernel_id, "len(In)")
@@ -204,22 +213,83 @@ async def test_free_refuses_a_busy_kernel(jp_fetch, jp_serverapp, two_gpus):
     client.execute("import time; time.sleep(4)")
     await wait_for(lambda: _true_soon(kernel.execution_state == "busy"))
     with pytest.raises(HTTPClientError) as refused:
-        await jp_fetch("vram", "kernels", kernel_id, "free", method="POST", body="")
+        await jp_fetch(
+            "vram", "kernels", kernel_id, "free", method="POST", body="", request_timeout=120
+        )
     client.stop_channels()
     assert refused.value.code == 409
     assert "busy" in json.loads(refused.value.response.body)["message"]
 
 
-async def test_unknown_kernels_and_restart(jp_fetch, two_gpus):
-    with pytest.raises(HTTPClientError) as unknown:
-        await jp_fetch("vram", "kernels", "no-such-kernel", "free", method="POST", body="")
-    assert unknown.value.code == 404
+async def test_unknown_kernels_are_404(jp_fetch, two_gpus):
+    for action in ("free", "restart"):
+        with pytest.raises(HTTPClientError) as unknown:
+            await jp_fetch(
+                "vram",
+                "kernels",
+                "no-such-kernel",
+                action,
+                method="POST",
+                body="",
+                request_timeout=120,
+            )
+        assert unknown.value.code == 404
+
+
+async def test_restart_and_restore_from_the_server(jp_fetch, jp_serverapp, two_gpus):
     session = await start_notebook_kernel(jp_fetch)
-    with pytest.raises(HTTPClientError) as reserved:
+    kernel_id = session["kernel"]["id"]
+    before = kernel_pid(jp_serverapp, kernel_id)
+    await run_in_kernel(
+        jp_serverapp, kernel_id, "import torch\nweights = torch.arange(6.0)\nsteps = [1, 2]"
+    )
+    assert (await get(jp_fetch, "kernels"))["restart"] is True
+
+    response = await jp_fetch(
+        "vram", "kernels", kernel_id, "restart", method="POST", body="", request_timeout=120
+    )
+
+    body = json.loads(response.body)
+    assert kernel_pid(jp_serverapp, kernel_id) != before, "a new process"
+    assert set(body["snapshot"]["saved"]) >= {"torch", "weights", "steps"}
+    assert set(body["restore"]["restored"]) >= {"torch", "weights", "steps"}
+    assert "weights" in body["text"]
+    assert await run_and_read(jp_serverapp, kernel_id, "weights.tolist() + steps") == str(
+        [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 1, 2]
+    )
+    assert await run_and_read(jp_serverapp, kernel_id, "len(In)") == "1", "a fresh history"
+
+
+async def test_a_restart_the_kernel_asks_for_is_carried_out_once(jp_fetch, jp_serverapp, two_gpus):
+    session = await start_notebook_kernel(jp_fetch)
+    kernel_id = session["kernel"]["id"]
+    await run_in_kernel(jp_serverapp, kernel_id, "%load_ext vram_magic\nanswer = 42")
+    with pytest.raises(HTTPClientError) as unasked:
         await jp_fetch(
-            "vram", "kernels", session["kernel"]["id"], "restart", method="POST", body=""
+            "vram", "kernels", kernel_id, "restart", method="POST", body='{"request": "made-up"}'
         )
-    assert reserved.value.code == 501
+    assert unasked.value.code == 409
+    client = jp_serverapp.kernel_manager.get_kernel(kernel_id).client()
+    client.start_channels()
+    client.execute("%vram restart")  # snapshots, asks, then waits to be restarted
+
+    async def requested() -> str | None:
+        row = (await get(jp_fetch, "kernels"))["kernels"][0]
+        return (row["vram_magic"] or {}).get("restart_request")
+
+    request = await wait_for(requested)
+    body = json.dumps({"request": request})
+    response = await jp_fetch(
+        "vram", "kernels", kernel_id, "restart", method="POST", body=body, request_timeout=120
+    )
+    client.stop_channels()
+    assert "answer" in json.loads(response.body)["restore"]["restored"]
+    assert await run_and_read(jp_serverapp, kernel_id, "answer") == "42"
+    with pytest.raises(HTTPClientError) as again:
+        await jp_fetch(
+            "vram", "kernels", kernel_id, "restart", method="POST", body=body, request_timeout=120
+        )
+    assert again.value.code == 409
 
 
 @pytest.mark.parametrize(
@@ -255,9 +325,11 @@ async def _true_soon(value: bool) -> bool:
 
 
 async def wait_for(condition, timeout: float = 30):  # type: ignore[no-untyped-def]
+    """The first true value ``condition()`` gives within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await condition():
-            return
+        value = await condition()
+        if value:
+            return value
         await asyncio.sleep(0.1)
     raise AssertionError("condition not met in time")

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -103,6 +105,20 @@ def run_first_cell(page) -> None:  # type: ignore[no-untyped-def]
     pytest.fail("the first cell did not run")
 
 
+def run_new_cell(page, code: str) -> Any:  # type: ignore[no-untyped-def]
+    """Add a cell at the end, type ``code`` into it and run it; returns that cell."""
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    count = cells.count()
+    cells.last.locator(".jp-InputPrompt").click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")  # a new cell below, in command mode
+    expect(cells).to_have_count(count + 1)
+    page.keyboard.press("Enter")
+    page.keyboard.insert_text(code)
+    page.keyboard.press("Shift+Enter")
+    return cells.nth(count)
+
+
 def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
     page.locator("#vram-magic-sidebar").screenshot(path=str(ARTIFACTS / f"{name}-panel.png"))
@@ -150,11 +166,7 @@ def test_sidebar_shows_gpus_and_kernels_and_frees(lab):  # type: ignore[no-untyp
             expect(gauge1.locator('[data-part="kernels"] .vram-magic-legend-value')).to_have_text(
                 "512.0 MiB"
             )
-            restart = row.locator('[data-action="restart"]')
-            expect(restart).to_be_disabled()
-            expect(restart).to_have_attribute(
-                "title", "Restart & restore arrives with the snapshot feature"
-            )
+            expect(row.locator('[data-action="restart"]')).to_be_enabled()
             expect(page.locator(".vram-magic-status")).to_have_text("VRAM 3.3 / 40.0 GiB")
             shot(page, "sidebar")
 
@@ -201,6 +213,52 @@ def test_sidebar_shows_gpus_and_kernels_and_frees(lab):  # type: ignore[no-untyp
             shot(page, "sidebar-missing")
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "sidebar-failure.png"))
+            raise
+        finally:
+            browser.close()
+
+
+def test_restart_and_restore_keeps_the_variables(lab):  # type: ignore[no-untyped-def]
+    """The sidebar's button, then ``%vram restart`` typed in a cell: each time a new kernel
+    process (the execution count starts again at 1) with the variable defined before."""
+    server, _ = lab
+    with playwright.sync_playwright() as driver:
+        browser = launch_chromium(driver)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(f"{server.url}/lab/tree/train.ipynb?token={TOKEN}")
+            page.wait_for_selector("text=| Idle", timeout=60_000)
+            kernel = {s["path"]: s["kernel"]["id"] for s in server.api("api/sessions")}
+            before = kernel_pids(server)[kernel["train.ipynb"]]
+            cell = run_new_cell(page, "answer = 42")
+            expect(cell.locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[\d+\]"))
+
+            page.locator('.jp-SideBar li[data-id="vram-magic-sidebar"]').click()
+            row = page.locator(f'#vram-magic-sidebar [data-kernel-id="{kernel["train.ipynb"]}"]')
+            row.locator('[data-action="restart"]').click()
+            result = row.locator(".vram-magic-result-text")
+            expect(result).to_contain_text("1 variable restored", timeout=90_000)
+            expect(result).to_contain_text("answer")
+            shot(page, "sidebar-restored")
+            assert kernel_pids(server)[kernel["train.ipynb"]] != before, "a new kernel process"
+            cell = run_new_cell(page, "print(answer + 1)")
+            expect(cell.locator(".jp-OutputArea")).to_contain_text("43", timeout=30_000)
+            expect(cell.locator(".jp-InputPrompt")).to_have_text("[1]:")
+
+            before = kernel_pids(server)[kernel["train.ipynb"]]
+            cell = run_new_cell(page, "%vram restart")
+            expect(cell.locator(".jp-OutputArea")).to_contain_text("1 variable saved")
+            deadline = time.monotonic() + 60
+            while kernel_pids(server).get(kernel["train.ipynb"]) in (before, None):
+                assert time.monotonic() < deadline, "the kernel was not restarted"
+                page.wait_for_timeout(200)
+            page.wait_for_selector("text=| Idle", timeout=60_000)
+            shot(page, "sidebar-magic-restart")
+            cell = run_new_cell(page, "print(answer * 2)")
+            expect(cell.locator(".jp-OutputArea")).to_contain_text("84", timeout=30_000)
+            expect(cell.locator(".jp-InputPrompt")).to_have_text("[1]:")
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "sidebar-restart-failure.png"))
             raise
         finally:
             browser.close()

@@ -12,6 +12,8 @@ class Settings:
     track_cells: bool = True  # record %vram history (cheap; see benchmarks/bench_hooks.py)
     # %vram snapshot's folder; None: $VRAM_MAGIC_SNAPSHOT_DIR, else <jupyter data dir>/vram_magic
     snapshot_dir: str | None = None
+    # %vram restart: seconds to wait for JupyterLab's sidebar before the kernel exits by itself
+    restart_wait: float = 10.0
 
 
 settings = Settings()

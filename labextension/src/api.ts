@@ -47,6 +47,8 @@ export interface IKernelReport {
   torch: { device: string; uuid: string | null; allocated: number; reserved: number }[];
   top: { name: string; bytes: number }[];
   limit: number | null;
+  /** Set while the kernel asks to be restarted and restored (`%vram restart`). */
+  restart_request: string | null;
 }
 
 export interface IKernel {
@@ -117,13 +119,23 @@ export function freeKernel(settings: ServerConnection.ISettings, id: string): Pr
   });
 }
 
-/** Restart the kernel and restore its variables; the reply may describe what came back. */
+/** What a restart brought back: the snapshot (when the server took it) and the restore. */
+export interface IRestartReply {
+  kernel_id: string;
+  snapshot: { id: string; saved: string[]; text: string } | null;
+  restore: { id: string | null; restored: string[]; text: string };
+  text: string;
+}
+
+/** Snapshot, restart and restore the kernel; `requestId`: carry out one the kernel asked for. */
 export function restartKernel(
   settings: ServerConnection.ISettings,
-  id: string
-): Promise<{ text?: string }> {
-  return request<{ text?: string }>(settings, `kernels/${encodeURIComponent(id)}/restart`, {
-    method: 'POST'
+  id: string,
+  requestId?: string
+): Promise<IRestartReply> {
+  return request<IRestartReply>(settings, `kernels/${encodeURIComponent(id)}/restart`, {
+    method: 'POST',
+    body: JSON.stringify(requestId ? { request: requestId } : {})
   });
 }
 

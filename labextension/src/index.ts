@@ -7,6 +7,7 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import { VramPoller } from './poller';
+import { RestartRequests } from './restarts';
 import { VramSidebar } from './sidebar';
 import { VramStatus } from './statusbar';
 
@@ -39,6 +40,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
   ) => {
     const { serviceManager } = app;
     const poller = new VramPoller(serviceManager.serverSettings, DEFAULT_INTERVAL_S);
+    new RestartRequests(poller, serviceManager.serverSettings);
     const currentKernel = () => tracker?.currentWidget?.sessionContext.session?.kernel?.id ?? null;
 
     const sidebar = new VramSidebar({

@@ -312,9 +312,14 @@ class Store:
         }
 
     def _pending_path(self, kernel_id: str) -> Path:
-        if not _KERNEL_ID.fullmatch(kernel_id):
-            raise SnapshotError(f"not a kernel id: {kernel_id!r}")
-        return self.root / f"pending-{kernel_id}"
+        return pending_path(self.root, kernel_id)
+
+
+def pending_path(root: Path, kernel_id: str) -> Path:
+    """Where the mark of a restore waiting for ``kernel_id`` lives (it need not exist)."""
+    if not _KERNEL_ID.fullmatch(kernel_id):
+        raise SnapshotError(f"not a kernel id: {kernel_id!r}")
+    return root / f"pending-{kernel_id}"
 
 
 def _mib(count: int) -> str:

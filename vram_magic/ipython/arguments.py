@@ -120,6 +120,10 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "snapshot": ("save the namespace to disk (tensors with their devices)", _build_snapshot),
     "restore": ("load a snapshot back (tensors to their devices)", _build_restore),
     "snapshots": ("list the snapshots on disk", _build_snapshots),
+    "restart": (
+        "snapshot, restart the kernel, restore (in JupyterLab: no typing)",
+        _build_snapshot,
+    ),
 }
 DEFAULT_SUBCOMMAND = "live"
 

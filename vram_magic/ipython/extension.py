@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 from vram_magic.actions.limit import clear_limit
+from vram_magic.actions.restore import current_kernel_id, restore_pending
+from vram_magic.actions.snapshot_store import pending_path, snapshot_root
 from vram_magic.ipython.hooks import CellHooks
 from vram_magic.ipython.magics import VramMagics
 from vram_magic.readings.sampler import sampler
+from vram_magic.render.snapshot import restore_view
 
 
 @dataclass
@@ -29,11 +33,33 @@ def load(shell: Any) -> None:
     if id(shell) in _loaded:
         return
     hooks = CellHooks(shell)
-    magics = VramMagics(shell, hooks.live)
+    magics = VramMagics(shell, hooks.live, hooks.status)
     shell.register_magics(magics)
     hooks.register()
     hooks.status.start()
     _loaded[id(shell)] = Loaded(magics, hooks)
+    _restore_after_restart(shell)
+
+
+def _restore_after_restart(shell: Any) -> None:
+    """A kernel that ``%vram restart`` stopped outside JupyterLab gets its namespace back when
+    vram_magic is loaded in its successor (the snapshot was marked for this kernel id)."""
+    kernel_id = current_kernel_id()
+    if kernel_id is None or not pending_path(snapshot_root(), kernel_id).exists():
+        return
+    try:
+        result = restore_pending(shell.user_ns, kernel_id)
+    except Exception as error:  # never break %load_ext: the snapshot stays on disk
+        print(
+            f"vram_magic: the snapshot waiting for this kernel was not restored ({error}); "
+            "`%vram snapshots` lists it, `%vram restore ID` tries again",
+            file=sys.stderr,
+        )
+        return
+    if result is not None:
+        from IPython.display import display
+
+        display(restore_view(result))
 
 
 def unload(shell: Any) -> None:

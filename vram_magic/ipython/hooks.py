@@ -24,8 +24,8 @@ class CellHooks:
     def __init__(self, shell: Any) -> None:
         self.shell = shell
         self.recorder = CellRecorder()
-        self.live = LivePanels(shell, self.recorder)
         self.status = StatusPublisher(self.recorder.names, shell.user_ns)
+        self.live = LivePanels(shell, self.recorder, self.status)
         self.broken: str | None = None
 
     def register(self) -> None:

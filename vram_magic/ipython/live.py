@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from vram_magic.actions.free import free
 from vram_magic.actions.history import CellRecorder
 from vram_magic.census.take import take_census
+from vram_magic.ipython.restart import restart_and_restore
+from vram_magic.ipython.status_file import StatusPublisher
 from vram_magic.readings.sampler import sampler
 from vram_magic.render.panel import LivePanel
 
@@ -18,16 +21,17 @@ CENSUS_SPACING = 10
 
 
 class LivePanels:
-    def __init__(self, shell: Any, recorder: CellRecorder) -> None:
+    def __init__(self, shell: Any, recorder: CellRecorder, status: StatusPublisher) -> None:
         self.shell = shell
         self.recorder = recorder
+        self.status = status
         self.panels: list[LivePanel] = []
         self._census_at = 0.0
         self._census_took = 0.0
 
     def open(self, interval: float) -> LivePanel:
         sampler.interval = interval
-        panel = LivePanel(sampler, self._free, self.panels.remove)
+        panel = LivePanel(sampler, self._free, self._restart, self.panels.remove)
         self.panels.append(panel)
         self._refresh(panel)
         return panel
@@ -49,6 +53,9 @@ class LivePanels:
         self._census_at = time.monotonic()
         self._census_took = self._census_at - started
         panel.show_cells(census, list(self.recorder.records))
+
+    def _restart(self, say: Callable[[Any], None]) -> None:
+        restart_and_restore(self.shell, self.status, say=say)
 
     def _free(self) -> Any:
         result = free(self.shell, self.shell.user_ns)

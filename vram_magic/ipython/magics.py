@@ -24,6 +24,8 @@ from vram_magic.actions.loading import Load, fitting_loads
 from vram_magic.actions.snapshot_store import SnapshotError, snapshot_root
 from vram_magic.ipython.arguments import HelpShown, parse_fit_line, parse_vram_line
 from vram_magic.ipython.live import LivePanels
+from vram_magic.ipython.restart import restart_and_restore
+from vram_magic.ipython.status_file import StatusPublisher
 from vram_magic.readings.report import read_report
 from vram_magic.render.actions import free_view
 from vram_magic.render.census import census_view
@@ -119,6 +121,14 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], View]] = {
 }
 
 
+def _show(item: object) -> None:
+    """A view as HTML in notebooks, a line as text."""
+    if isinstance(item, View):
+        display(item)
+    else:
+        print(item)
+
+
 def _in_notebook(shell: Any) -> bool:
     """A Jupyter kernel (widgets can show) rather than a terminal."""
     return "ipykernel" in type(shell).__module__
@@ -131,9 +141,10 @@ _FORCED = {"8bit": "int8", "4bit": "nf4", "auto": None}
 class VramMagics(Magics):
     """``%vram [subcommand] [options]``; ``%vram <subcommand> --help`` lists its options."""
 
-    def __init__(self, shell: Any, live: LivePanels) -> None:
+    def __init__(self, shell: Any, live: LivePanels, status: StatusPublisher) -> None:
         super().__init__(shell)
         self.live = live
+        self.status = status
 
     @line_magic
     def vram(self, line: str) -> Any:
@@ -145,6 +156,8 @@ class VramMagics(Magics):
             return self._live(options)
         if name == "estimate":
             return self._estimate(options)
+        if name == "restart":
+            return self._restart(options)
         return _HANDLERS[name](options)
 
     @cell_magic
@@ -206,6 +219,12 @@ class VramMagics(Magics):
         except EstimateError as error:
             raise UsageError(f"%vram estimate: {error}") from None
         return estimate_view(result, read_report())
+
+    def _restart(self, options: argparse.Namespace) -> None:
+        try:
+            restart_and_restore(self.shell, self.status, options.exclude, say=_show)
+        except SnapshotError as error:
+            raise UsageError(f"%vram restart: not restarted: {error}") from None
 
     def _live(self, options: argparse.Namespace) -> View | None:
         if options.close:

@@ -1,28 +1,75 @@
 """Actions the Jupyter server asks a kernel to run, each a fixed call returning JSON.
 
-The server evaluates ``free_for_server()`` as a user expression in a silent execute request:
-it takes no input from the request, so no endpoint can run code of its caller's choosing, and
-a silent request leaves the notebook's history and execution count alone.
+The server evaluates these as user expressions of silent execute requests: they take no input
+from the request, so no endpoint can run code of its caller's choosing, and a silent request
+leaves the notebook's history and execution count alone.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from vram_magic.actions.free import free
+from vram_magic.actions.restore import current_kernel_id, restore_pending
+from vram_magic.actions.snapshot import snapshot
+from vram_magic.actions.snapshot_store import Store
 from vram_magic.ipython.extension import loaded_in
 from vram_magic.render.actions import free_view
+from vram_magic.render.snapshot import restore_view, snapshot_view
 
 
-def free_for_server() -> str:
-    """Load vram_magic here if needed, free stranded memory, and say what came back."""
+def _shell() -> Any:
+    """The kernel's shell, with vram_magic loaded (the server may call before the user did)."""
     from IPython import get_ipython
 
     shell = get_ipython()
     if loaded_in(shell) is None:
         shell.extension_manager.load_extension("vram_magic")
+    return shell
+
+
+def free_for_server() -> str:
+    """Free stranded memory and say what came back."""
+    shell = _shell()
     result = free(shell, shell.user_ns)
     state = loaded_in(shell)
     if state is not None:
         state.hooks.status.refresh()
     return json.dumps({"freed": result.total, "text": free_view(result).text})
+
+
+def snapshot_for_server() -> str:
+    """Snapshot the namespace and mark it for the restore after this kernel's restart."""
+    shell = _shell()
+    kernel_id = current_kernel_id()
+    if kernel_id is None:
+        raise RuntimeError("not a Jupyter kernel: no connection file")
+    result = snapshot(shell, shell.user_ns)
+    Store().mark_pending(result.id, kernel_id)
+    return json.dumps(
+        {
+            "id": result.id,
+            "saved": [saved.name for saved in result.saved],
+            "unsaved": [{"name": u.name, "reason": u.reason} for u in result.unsaved],
+            "text": snapshot_view(result).text,
+        }
+    )
+
+
+def restore_for_server() -> str:
+    """In the restarted kernel: restore the snapshot marked for it, then load vram_magic."""
+    from IPython import get_ipython
+
+    result = restore_pending(get_ipython().user_ns)
+    _shell()
+    if result is None:
+        return json.dumps({"id": None, "restored": [], "skipped": [], "text": "nothing to restore"})
+    return json.dumps(
+        {
+            "id": result.id,
+            "restored": [saved.name for saved in result.restored],
+            "skipped": [{"name": u.name, "reason": u.reason} for u in result.skipped],
+            "text": restore_view(result).text,
+        }
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class StatusPublisher:
         self._token: int | None = None
         self.path: Path | None = None
         self.last_error: str | None = None
+        self.restart_request: str | None = None
 
     def start(self) -> None:
         found = connection_file()
@@ -65,6 +67,16 @@ class StatusPublisher:
         self.after_cell()
         self._publish(sampler.sample())
 
+    def request_restart(self) -> str | None:
+        """Ask the Jupyter server, through the file, to restart this kernel and restore its
+        pending snapshot; the JupyterLab sidebar, polling, passes the request on. Returns the
+        request id, or None where there is no file (no Jupyter server to ask)."""
+        if self.path is None:
+            return None
+        self.restart_request = secrets.token_hex(8)
+        self._publish(sampler.sample())
+        return self.restart_request
+
     def stop(self) -> None:
         if self._token is not None:
             sampler.unsubscribe(self._token)
@@ -83,7 +95,9 @@ class StatusPublisher:
         if self.path is None:
             return
         limit = current_limit()
-        status = status_from_report(report, self._top, limit.nbytes if limit else None)
+        status = status_from_report(
+            report, self._top, limit.nbytes if limit else None, self.restart_request
+        )
         try:
             write_status(self.path, status)
         except OSError as error:  # a full or read-only disk must not break the kernel

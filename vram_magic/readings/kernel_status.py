@@ -46,6 +46,7 @@ class KernelStatus:
     devices: tuple[KernelDevice, ...]
     top: tuple[tuple[str, int], ...]  # largest user names by tensor bytes, after the last cell
     limit: int | None  # %vram limit in bytes
+    restart: str | None = None  # a restart the kernel asks for (%vram restart): its request id
 
 
 def status_path(connection_file: str | os.PathLike[str]) -> Path:
@@ -55,7 +56,7 @@ def status_path(connection_file: str | os.PathLike[str]) -> Path:
 
 
 def status_from_report(
-    report: Report, top: tuple[tuple[str, int], ...], limit: int | None
+    report: Report, top: tuple[tuple[str, int], ...], limit: int | None, restart: str | None
 ) -> KernelStatus:
     devices = tuple(
         KernelDevice(
@@ -67,7 +68,7 @@ def status_from_report(
         )
         for d in report.devices
     )
-    return KernelStatus(os.getpid(), report.taken_at, devices, top, limit)
+    return KernelStatus(os.getpid(), report.taken_at, devices, top, limit, restart)
 
 
 def write_status(path: Path, status: KernelStatus) -> None:
@@ -101,6 +102,7 @@ def read_status(path: Path) -> KernelStatus | None:
             ),
             top=tuple((str(name), int(size)) for name, size in data["top"]),
             limit=None if data["limit"] is None else int(data["limit"]),
+            restart=None if data.get("restart") is None else str(data["restart"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -29,6 +29,7 @@ from vram_magic.render.gauge import (
 from vram_magic.render.history import history_svg
 from vram_magic.render.report_layout import device_label
 from vram_magic.render.units import format_bytes
+from vram_magic.render.view import View
 
 HOLDERS_SHOWN = 5
 _ROW = 'style="margin:0.15em 0;white-space:nowrap"'
@@ -89,11 +90,13 @@ class LivePanel:
         self,
         sampler: Sampler,
         free: Callable[[], FreeResult],
+        restart: Callable[[Callable[[object], None]], None],
         on_close: Callable[[LivePanel], None],
     ) -> None:
         import ipywidgets as widgets
 
         self._sampler, self._free, self._on_close = sampler, free, on_close
+        self._restart = restart
         self.gauges = widgets.HTML()
         self.holders = widgets.HTML()
         self.chart = widgets.HTML()
@@ -101,10 +104,15 @@ class LivePanel:
         free_button = widgets.Button(
             description="Free stranded", tooltip="what %vram free does: release hidden holders"
         )
+        restart_button = widgets.Button(
+            description="Restart & restore",
+            tooltip="what %vram restart does: snapshot, restart the kernel, restore",
+        )
         close_button = widgets.Button(description="Close", tooltip="stop updating this panel")
         free_button.on_click(lambda _: self.free_stranded())
+        restart_button.on_click(lambda _: self.restart())
         close_button.on_click(lambda _: self.close())
-        self._buttons = (free_button, close_button)
+        self._buttons = (free_button, restart_button, close_button)
         self.widget = widgets.VBox(
             [self.gauges, self.holders, self.chart, widgets.HBox(list(self._buttons)), self.result]
         )
@@ -123,6 +131,16 @@ class LivePanel:
 
     def free_stranded(self) -> None:
         self.result.value = free_view(self._free()).html
+
+    def restart(self) -> None:
+        """Show each step here: the kernel may stop before a cell could show anything."""
+        shown: list[str] = []
+
+        def say(item: object) -> None:
+            shown.append(item.html if isinstance(item, View) else f"<p>{escape(str(item))}</p>")
+            self.result.value = "".join(shown)
+
+        self._restart(say)
 
     def close(self) -> None:
         self._sampler.unsubscribe(self._token)

@@ -7,7 +7,7 @@ from html import escape
 from vram_magic.actions.restore import RestoreResult
 from vram_magic.actions.snapshot import Saved, SnapshotInfo, SnapshotResult, Unsaved
 from vram_magic.render.table import html_list, html_table, text_table
-from vram_magic.render.units import format_bytes
+from vram_magic.render.units import count_of, format_bytes
 from vram_magic.render.view import View
 
 _SAVED_HEADER = ("name", "type", "where / how", "size")
@@ -43,7 +43,7 @@ def _view(result: object, css: str, title: str, rows: list, lines: list[str]) ->
 def snapshot_view(result: SnapshotResult) -> View:
     total = format_bytes(result.nbytes)
     title = (
-        f"%vram snapshot {result.id}: {len(result.saved)} variables saved, {total} "
+        f"%vram snapshot {result.id}: {count_of(len(result.saved), 'variable')} saved, {total} "
         f"in {result.seconds:.2f}s"
     )
     lines = _reasons("not saved", result.unsaved)
@@ -64,8 +64,8 @@ def _vram_line(result: RestoreResult) -> str:
 def restore_view(result: RestoreResult) -> View:
     skipped = f", {len(result.skipped)} skipped" if result.skipped else ""
     title = (
-        f"%vram restore {result.id}: {len(result.restored)} variables restored{skipped} "
-        f"in {result.seconds:.2f}s"
+        f"%vram restore {result.id}: {count_of(len(result.restored), 'variable')} restored"
+        f"{skipped} in {result.seconds:.2f}s"
     )
     lines = [
         *_reasons("skipped", result.skipped),

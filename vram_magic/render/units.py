@@ -25,3 +25,8 @@ def format_percent(part: int | None, whole: int | None) -> str:
     if part is None or not whole:
         return ""
     return f"{100 * part / whole:.0f}%"
+
+
+def count_of(count: int, noun: str) -> str:
+    """``1 variable``, ``2 variables``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

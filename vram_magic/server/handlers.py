@@ -17,15 +17,26 @@ from vram_magic.readings.kernel_status import read_status, status_path
 from vram_magic.readings.machine import read_machine
 from vram_magic.server.kernel_call import KernelCallError, evaluate
 from vram_magic.server.processes import ProcessDirectory
-from vram_magic.server.usage import KernelFacts, devices_json, kernel_pid_map, kernels_json
+from vram_magic.server.usage import (
+    KernelFacts,
+    devices_json,
+    kernel_pid_map,
+    kernels_json,
+    own_status,
+)
 
 FREE_TIMEOUT = 120.0
-FREE_CALL = "__import__('vram_magic.ipython.remote', fromlist=['_']).free_for_server()"
+LONG_CALL = 1800.0  # a snapshot or restore of many GB
+REMOTE = "__import__('vram_magic.ipython.remote', fromlist=['_'])"
+FREE_CALL = f"{REMOTE}.free_for_server()"
+SNAPSHOT_CALL = f"{REMOTE}.snapshot_for_server()"
+RESTORE_CALL = f"{REMOTE}.restore_for_server()"
 KERNEL_ID = r"(?P<kernel_id>[\w-]+)"
 # between cells; a kernel started without a frontend stays "starting" on the server, yet answers
 READY = {"idle", "starting"}
 
 directory = ProcessDirectory()
+answered_requests: set[str] = set()  # restart requests from kernels, each carried out once
 
 
 class VramHandler(APIHandler):
@@ -81,7 +92,7 @@ class KernelsHandler(VramHandler):
     async def get(self) -> None:
         kernels = await self.kernel_facts()
         body = kernels_json(read_machine(), kernels, directory)
-        body["restart"] = False
+        body["restart"] = True
         self.reply(body)
 
 
@@ -105,11 +116,59 @@ class FreeHandler(VramHandler):
 
 
 class RestartHandler(VramHandler):
+    """Snapshot, restart, restore. Started from the sidebar (the server takes the snapshot) or
+    by ``%vram restart`` in the kernel (it took the snapshot and wrote a request id into its
+    status file, which the sidebar passes on here). A failed snapshot never restarts."""
+
     @web.authenticated
     @authorized
     async def post(self, kernel_id: str) -> None:
-        self.running_kernel(kernel_id)
-        self.reply({"message": "restart and restore is not available yet"}, 501)
+        kernel = self.running_kernel(kernel_id)
+        request = json.loads(self.request.body or b"{}").get("request")
+        if request is not None:
+            refused = await self._refuse_request(kernel_id, str(request))
+            if refused:
+                self.reply({"message": refused}, 409)
+                return
+            snapshot = None  # taken by the kernel before it asked
+        else:
+            state = getattr(kernel, "execution_state", "idle")
+            if state not in READY:
+                self.reply({"message": f"the kernel is {state}; restart it when it is idle"}, 409)
+                return
+            try:
+                snapshot = json.loads(await evaluate(kernel, SNAPSHOT_CALL, LONG_CALL))
+            except KernelCallError as error:
+                self.reply({"message": f"not restarted: the snapshot failed: {error}"}, 409)
+                return
+        # a kernel that asked waits for it, its snapshot on disk: no need for a graceful stop
+        await self.kernel_manager.restart_kernel(kernel_id, now=request is not None)
+        try:
+            restored = json.loads(await evaluate(kernel, RESTORE_CALL, LONG_CALL))
+        except KernelCallError as error:
+            message = f"restarted, but the restore failed: {error}; the snapshot is kept"
+            self.reply({"message": message}, 500)
+            return
+        texts = [part["text"] for part in (snapshot, restored) if part]
+        self.reply(
+            {
+                "kernel_id": kernel_id,
+                "snapshot": snapshot,
+                "restore": restored,
+                "text": "\n".join(texts),
+            }
+        )
+
+    async def _refuse_request(self, kernel_id: str, request: str) -> str | None:
+        """Why a restart the kernel asked for cannot go ahead; None when it can (once)."""
+        kernel = next((k for k in await self.kernel_facts() if k.id == kernel_id), None)
+        status = own_status(kernel, directory) if kernel is not None else None
+        if status is None or status.restart != request:
+            return "the kernel asked for no such restart"
+        if request in answered_requests:
+            return "that restart is already under way"
+        answered_requests.add(request)
+        return None
 
 
 def setup_handlers(web_app: Any) -> None:

@@ -93,7 +93,7 @@ def kernel_pid_map(kernels: list[KernelFacts]) -> dict[int, str]:
     return {k.pid: k.id for k in kernels if k.pid is not None}
 
 
-def _own_status(kernel: KernelFacts, directory: ProcessDirectory) -> KernelStatus | None:
+def own_status(kernel: KernelFacts, directory: ProcessDirectory) -> KernelStatus | None:
     """The kernel's status file if it was written by this kernel's process (not by the process
     it replaced at a restart, which may have died without removing it)."""
     status = kernel.status
@@ -110,7 +110,7 @@ def _kernel_row(
     nvml_bytes: dict[str, int],
     directory: ProcessDirectory,
 ) -> dict[str, Any]:
-    status = _own_status(kernel, directory)
+    status = own_status(kernel, directory)
     index = {d.uuid: d.nvml_index for d in devices}
     held = [
         {"uuid": uuid, "index": index[uuid], "bytes": size, "source": "nvml"}
@@ -143,4 +143,5 @@ def _status_json(status: KernelStatus) -> dict[str, Any]:
         ],
         "top": [{"name": name, "bytes": size} for name, size in status.top],
         "limit": status.limit,
+        "restart_request": status.restart,
     }
