@@ -124,3 +124,16 @@ def test_demo_fits_a_cell_under_a_limit(executed):
     printed = next(c for c in executed.cells if c.source.startswith('print("batch_size is now"'))
     size = int(outputs(printed)[0]["text"].split()[-1])
     assert 0 < size < 40_000
+
+
+def test_demo_snapshots_and_restores(executed):  # type: ignore[no-untyped-def]
+    def text(marker: str) -> str:
+        cell = next(c for c in executed.cells if c.cell_type == "code" and marker in c.source)
+        return "".join(o.get("data", {}).get("text/plain", "") for o in outputs(cell))
+
+    saved = text("%vram snapshot")
+    assert "not saved: progress — generator" in saved
+    assert "not saved: train_log — open file" in saved
+    restored = text("%vram restore")
+    assert "variables restored" in restored and "skipped" not in restored
+    assert text("train_log.close()") == "(torch.Size([2, 64]), 'SGD', True)"
