@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -124,141 +126,137 @@ def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     page.locator("#vram-magic-sidebar").screenshot(path=str(ARTIFACTS / f"{name}-panel.png"))
 
 
-def test_sidebar_shows_gpus_and_kernels_and_frees(lab):  # type: ignore[no-untyped-def]
-    server, gpus = lab
+@contextmanager
+def train_notebook(server: LabServer, failure: str) -> Iterator[Any]:
+    """A Chromium page on train.ipynb; a screenshot ``failure``.png when the block fails."""
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as driver:
         browser = launch_chromium(driver)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         try:
             page.goto(f"{server.url}/lab/tree/train.ipynb?token={TOKEN}")
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            run_first_cell(page)
-            server.api(
-                "api/sessions",
-                {"path": "eval.ipynb", "type": "notebook", "kernel": {"name": "python3"}},
-            )
-            sessions = {s["path"]: s["kernel"]["id"] for s in server.api("api/sessions")}
-            current, other = sessions["train.ipynb"], sessions["eval.ipynb"]
-            pids = kernel_pids(server)
-            put_kernels_on_gpus(gpus, pids[current], pids[other])
-
-            page.locator('.jp-SideBar li[data-id="vram-magic-sidebar"]').click()
-            sidebar = page.locator("#vram-magic-sidebar")
-            row = sidebar.locator(f'[data-kernel-id="{current}"]')
-            expect(sidebar.locator(".vram-magic-gauge")).to_have_count(2)
-            expect(row).to_have_class(re.compile("vram-magic-current"))
-            expect(row.locator(".vram-magic-kernel-name")).to_have_text("train.ipynb")
-            expect(row.locator(".vram-magic-kernel-bytes")).to_have_text("3.3 GiB")
-            # largest first: the current kernel, then the other one
-            expect(sidebar.locator(".vram-magic-kernel")).to_have_count(2)
-            expect(sidebar.locator(".vram-magic-kernel").nth(1)).to_have_attribute(
-                "data-kernel-id", other
-            )
-            expect(sidebar.locator(f'[data-kernel-id="{other}"]')).not_to_have_class(
-                re.compile("vram-magic-current")
-            )
-            gauge0 = sidebar.locator('.vram-magic-gauge[data-index="0"]')
-            expect(gauge0.locator('[data-part="current"] .vram-magic-legend-value')).to_have_text(
-                "3.3 GiB"
-            )
-            gauge1 = sidebar.locator('.vram-magic-gauge[data-index="1"]')
-            expect(gauge1.locator('[data-part="kernels"] .vram-magic-legend-value')).to_have_text(
-                "512.0 MiB"
-            )
-            expect(row.locator('[data-action="restart"]')).to_be_enabled()
-            expect(page.locator(".vram-magic-status")).to_have_text("VRAM 3.3 / 40.0 GiB")
-            shot(page, "sidebar")
-
-            row.locator('[data-action="free"]').click()
-            expect(row.locator(".vram-magic-result-text")).to_contain_text(
-                re.compile("free", re.IGNORECASE), timeout=60_000
-            )
-            expect(row.locator('[data-action="free"]')).to_be_enabled()
-            # the list follows: vram_magic in the kernel now reports its largest variable
-            expect(row.locator(".vram-magic-kernel-detail")).to_contain_text("largest: weights")
-            shot(page, "sidebar-freed")
-
-            page.evaluate(
-                "window.jupyterapp.commands.execute("
-                "'apputils:change-theme', {theme: 'JupyterLab Dark'})"
-            )
-            page.wait_for_selector('body[data-jp-theme-name="JupyterLab Dark"]', state="attached")
-            page.wait_for_timeout(500)  # the theme's CSS applies after the attribute
-            shot(page, "sidebar-dark")
-
-            # requests carry a cache-busting query, hence patterns rather than globs
-            page.route(re.compile(r"/vram/devices\?"), lambda route: route.fulfill(json=NO_GPU))
-            expect(sidebar.locator(".vram-magic-gauges")).to_contain_text("no NVIDIA GPU visible")
-            expect(page.locator(".vram-magic-status")).to_have_text("VRAM \N{EN DASH}")
-            shot(page, "sidebar-no-gpu")
-
-            page.route(
-                re.compile(r"/vram/kernels\?"),
-                lambda route: route.fulfill(status=500, json={"message": "NVML went away"}),
-            )
-            banner = sidebar.locator(".vram-magic-banner")
-            expect(banner).to_contain_text("Could not read GPU memory")
-            expect(banner).to_contain_text("NVML went away")
-            expect(sidebar.locator(".vram-magic-kernel")).to_have_count(2)  # kept, greyed out
-            shot(page, "sidebar-failed")
-
-            page.unroute_all()
-            page.route(re.compile(r"/vram/"), lambda route: route.fulfill(status=404, body="Nope"))
-            # after failures the poll backs off, so the next reading may take a while
-            expect(banner).to_contain_text(
-                "server extension vram_magic is not enabled", timeout=30_000
-            )
-            expect(sidebar.locator(".vram-magic-kernel")).to_have_count(0)
-            shot(page, "sidebar-missing")
+            yield page
         except Exception:
-            page.screenshot(path=str(ARTIFACTS / "sidebar-failure.png"))
+            page.screenshot(path=str(ARTIFACTS / f"{failure}.png"))
             raise
         finally:
             browser.close()
+
+
+def test_sidebar_shows_gpus_and_kernels_and_frees(lab):  # type: ignore[no-untyped-def]
+    server, gpus = lab
+    with train_notebook(server, "sidebar-failure") as page:
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        run_first_cell(page)
+        server.api(
+            "api/sessions",
+            {"path": "eval.ipynb", "type": "notebook", "kernel": {"name": "python3"}},
+        )
+        sessions = {s["path"]: s["kernel"]["id"] for s in server.api("api/sessions")}
+        current, other = sessions["train.ipynb"], sessions["eval.ipynb"]
+        pids = kernel_pids(server)
+        put_kernels_on_gpus(gpus, pids[current], pids[other])
+
+        page.locator('.jp-SideBar li[data-id="vram-magic-sidebar"]').click()
+        sidebar = page.locator("#vram-magic-sidebar")
+        row = sidebar.locator(f'[data-kernel-id="{current}"]')
+        expect(sidebar.locator(".vram-magic-gauge")).to_have_count(2)
+        expect(row).to_have_class(re.compile("vram-magic-current"))
+        expect(row.locator(".vram-magic-kernel-name")).to_have_text("train.ipynb")
+        expect(row.locator(".vram-magic-kernel-bytes")).to_have_text("3.3 GiB")
+        # largest first: the current kernel, then the other one
+        expect(sidebar.locator(".vram-magic-kernel")).to_have_count(2)
+        expect(sidebar.locator(".vram-magic-kernel").nth(1)).to_have_attribute(
+            "data-kernel-id", other
+        )
+        expect(sidebar.locator(f'[data-kernel-id="{other}"]')).not_to_have_class(
+            re.compile("vram-magic-current")
+        )
+        gauge0 = sidebar.locator('.vram-magic-gauge[data-index="0"]')
+        expect(gauge0.locator('[data-part="current"] .vram-magic-legend-value')).to_have_text(
+            "3.3 GiB"
+        )
+        gauge1 = sidebar.locator('.vram-magic-gauge[data-index="1"]')
+        expect(gauge1.locator('[data-part="kernels"] .vram-magic-legend-value')).to_have_text(
+            "512.0 MiB"
+        )
+        expect(row.locator('[data-action="restart"]')).to_be_enabled()
+        expect(page.locator(".vram-magic-status")).to_have_text("VRAM 3.3 / 40.0 GiB")
+        shot(page, "sidebar")
+
+        row.locator('[data-action="free"]').click()
+        expect(row.locator(".vram-magic-result-text")).to_contain_text(
+            re.compile("free", re.IGNORECASE), timeout=60_000
+        )
+        expect(row.locator('[data-action="free"]')).to_be_enabled()
+        # the list follows: vram_magic in the kernel now reports its largest variable
+        expect(row.locator(".vram-magic-kernel-detail")).to_contain_text("largest: weights")
+        shot(page, "sidebar-freed")
+
+        page.evaluate(
+            "window.jupyterapp.commands.execute("
+            "'apputils:change-theme', {theme: 'JupyterLab Dark'})"
+        )
+        page.wait_for_selector('body[data-jp-theme-name="JupyterLab Dark"]', state="attached")
+        page.wait_for_timeout(500)  # the theme's CSS applies after the attribute
+        shot(page, "sidebar-dark")
+
+        # requests carry a cache-busting query, hence patterns rather than globs
+        page.route(re.compile(r"/vram/devices\?"), lambda route: route.fulfill(json=NO_GPU))
+        expect(sidebar.locator(".vram-magic-gauges")).to_contain_text("no NVIDIA GPU visible")
+        expect(page.locator(".vram-magic-status")).to_have_text("VRAM \N{EN DASH}")
+        shot(page, "sidebar-no-gpu")
+
+        page.route(
+            re.compile(r"/vram/kernels\?"),
+            lambda route: route.fulfill(status=500, json={"message": "NVML went away"}),
+        )
+        banner = sidebar.locator(".vram-magic-banner")
+        expect(banner).to_contain_text("Could not read GPU memory")
+        expect(banner).to_contain_text("NVML went away")
+        expect(sidebar.locator(".vram-magic-kernel")).to_have_count(2)  # kept, greyed out
+        shot(page, "sidebar-failed")
+
+        page.unroute_all()
+        page.route(re.compile(r"/vram/"), lambda route: route.fulfill(status=404, body="Nope"))
+        # after failures the poll backs off, so the next reading may take a while
+        expect(banner).to_contain_text("server extension vram_magic is not enabled", timeout=30_000)
+        expect(sidebar.locator(".vram-magic-kernel")).to_have_count(0)
+        shot(page, "sidebar-missing")
 
 
 def test_restart_and_restore_keeps_the_variables(lab):  # type: ignore[no-untyped-def]
     """The sidebar's button, then ``%vram restart`` typed in a cell: each time a new kernel
     process (the execution count starts again at 1) with the variable defined before."""
     server, _ = lab
-    with playwright.sync_playwright() as driver:
-        browser = launch_chromium(driver)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        try:
-            page.goto(f"{server.url}/lab/tree/train.ipynb?token={TOKEN}")
-            page.wait_for_selector("text=| Idle", timeout=60_000)
-            kernel = {s["path"]: s["kernel"]["id"] for s in server.api("api/sessions")}
-            before = kernel_pids(server)[kernel["train.ipynb"]]
-            cell = run_new_cell(page, "answer = 42")
-            expect(cell.locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[\d+\]"))
+    with train_notebook(server, "sidebar-restart-failure") as page:
+        page.wait_for_selector("text=| Idle", timeout=60_000)
+        kernel = {s["path"]: s["kernel"]["id"] for s in server.api("api/sessions")}
+        before = kernel_pids(server)[kernel["train.ipynb"]]
+        cell = run_new_cell(page, "answer = 42")
+        expect(cell.locator(".jp-InputPrompt")).to_have_text(re.compile(r"\[\d+\]"))
 
-            page.locator('.jp-SideBar li[data-id="vram-magic-sidebar"]').click()
-            row = page.locator(f'#vram-magic-sidebar [data-kernel-id="{kernel["train.ipynb"]}"]')
-            row.locator('[data-action="restart"]').click()
-            result = row.locator(".vram-magic-result-text")
-            expect(result).to_contain_text("1 variable restored", timeout=90_000)
-            expect(result).to_contain_text("answer")
-            shot(page, "sidebar-restored")
-            assert kernel_pids(server)[kernel["train.ipynb"]] != before, "a new kernel process"
-            cell = run_new_cell(page, "print(answer + 1)")
-            expect(cell.locator(".jp-OutputArea")).to_contain_text("43", timeout=30_000)
-            expect(cell.locator(".jp-InputPrompt")).to_have_text("[1]:")
+        page.locator('.jp-SideBar li[data-id="vram-magic-sidebar"]').click()
+        row = page.locator(f'#vram-magic-sidebar [data-kernel-id="{kernel["train.ipynb"]}"]')
+        row.locator('[data-action="restart"]').click()
+        result = row.locator(".vram-magic-result-text")
+        expect(result).to_contain_text("1 variable restored", timeout=90_000)
+        expect(result).to_contain_text("answer")
+        shot(page, "sidebar-restored")
+        assert kernel_pids(server)[kernel["train.ipynb"]] != before, "a new kernel process"
+        cell = run_new_cell(page, "print(answer + 1)")
+        expect(cell.locator(".jp-OutputArea")).to_contain_text("43", timeout=30_000)
+        expect(cell.locator(".jp-InputPrompt")).to_have_text("[1]:")
 
-            before = kernel_pids(server)[kernel["train.ipynb"]]
-            cell = run_new_cell(page, "%vram restart")
-            expect(cell.locator(".jp-OutputArea")).to_contain_text("1 variable saved")
-            deadline = time.monotonic() + 60
-            while kernel_pids(server).get(kernel["train.ipynb"]) in (before, None):
-                assert time.monotonic() < deadline, "the kernel was not restarted"
-                page.wait_for_timeout(200)
-            page.wait_for_selector("text=| Idle", timeout=60_000)
-            shot(page, "sidebar-magic-restart")
-            cell = run_new_cell(page, "print(answer * 2)")
-            expect(cell.locator(".jp-OutputArea")).to_contain_text("84", timeout=30_000)
-            expect(cell.locator(".jp-InputPrompt")).to_have_text("[1]:")
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "sidebar-restart-failure.png"))
-            raise
-        finally:
-            browser.close()
+        before = kernel_pids(server)[kernel["train.ipynb"]]
+        cell = run_new_cell(page, "%vram restart")
+        expect(cell.locator(".jp-OutputArea")).to_contain_text("1 variable saved")
+        deadline = time.monotonic() + 60
+        while kernel_pids(server).get(kernel["train.ipynb"]) in (before, None):
+            assert time.monotonic() < deadline, "the kernel was not restarted"
+            page.wait_for_timeout(200)
+        page.wait_for_selector("text=| Idle", timeout=60_000)
+        shot(page, "sidebar-magic-restart")
+        cell = run_new_cell(page, "print(answer * 2)")
+        expect(cell.locator(".jp-OutputArea")).to_contain_text("84", timeout=30_000)
+        expect(cell.locator(".jp-InputPrompt")).to_have_text("[1]:")
