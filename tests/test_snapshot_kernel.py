@@ -99,3 +99,26 @@ def test_namespace_survives_a_kernel_restart(tmp_path):
         assert "restored" not in kernel.run("%reload_ext vram_magic"), "once only"
     finally:
         kernel.stop()
+
+
+def test_the_panels_restart_button(tmp_path):
+    """The live panel's Restart & restore, clicked where no JupyterLab answers: the panel shows
+    the snapshot, the kernel stops, and its successor gets the variables back on load."""
+    kernel = Kernel(VRAM_MAGIC_SNAPSHOT_DIR=str(tmp_path / "snapshots"))
+    try:
+        kernel.run("%load_ext vram_magic\nsteps = [1, 2, 3]\n%vram")
+        kernel.run("__import__('vram_magic').settings.restart_wait = 0.3")
+        panel = (  # an expression, so the snapshot holds no name but the user's
+            "__import__('vram_magic.ipython.extension', fromlist=['_'])"
+            ".loaded_in(get_ipython()).hooks.live.panels[0]"
+        )
+        click = (
+            f"next(b for b in {panel}.widget.children[3].children"
+            " if b.description == 'Restart & restore').click()"
+        )
+        kernel.run_until_exit(click)
+        kernel.restart()
+        assert "1 variable restored" in kernel.run("%load_ext vram_magic")
+        assert kernel.value("steps") == [1, 2, 3]
+    finally:
+        kernel.stop()
