@@ -61,14 +61,22 @@ def run(shell, code):
 
 @pytest.fixture
 def notebook(vram, snapshot_dir, tmp_path):
-    """The shell after NOTEBOOK ran; its names are deleted afterwards."""
-    vram.user_ns["LOG"] = str(tmp_path / "log.txt")
+    """The shell after NOTEBOOK ran, with no variables left by earlier tests (the shell is
+    shared); its names are deleted afterwards and the earlier ones put back."""
+    ns = vram.user_ns
+    earlier = {
+        name: ns.pop(name)
+        for name in list(ns)
+        if name[0] != "_" and name not in vram.user_ns_hidden and name not in {"torch", "weakref"}
+    }
+    ns["LOG"] = str(tmp_path / "log.txt")
     run(vram, NOTEBOOK)
-    log = vram.user_ns["log"]
+    log = ns["log"]
     yield vram
     log.close()
     for name in NAMES:
-        vram.user_ns.pop(name, None)
+        ns.pop(name, None)
+    ns.update(earlier)
 
 
 def test_snapshot_then_restore_in_a_cleared_namespace(notebook, snapshot_dir):
