@@ -73,10 +73,14 @@ def lab(tmp_path_factory):  # type: ignore[no-untyped-def]
 
 
 def kernel_pids(server: LabServer) -> dict[str, int]:
-    """Kernel id -> PID, from the server's children (the REST API does not tell PIDs)."""
+    """Kernel id -> PID, from the server's live children (the REST API does not tell PIDs)."""
     pids = {}
     for child in psutil.Process(server.process.pid).children(recursive=True):
-        found = re.search(r"kernel-([\w-]+)\.json", " ".join(child.cmdline()))
+        try:
+            command = " ".join(child.cmdline())
+        except psutil.Error:  # a kernel just stopped by a restart, not yet reaped
+            continue
+        found = re.search(r"kernel-([\w-]+)\.json", command)
         if found:
             pids[found.group(1)] = child.pid
     return pids
