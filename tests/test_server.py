@@ -264,6 +264,9 @@ async def test_a_restart_the_kernel_asks_for_is_carried_out_once(jp_fetch, jp_se
     session = await start_notebook_kernel(jp_fetch)
     kernel_id = session["kernel"]["id"]
     await run_in_kernel(jp_serverapp, kernel_id, "%load_ext vram_magic\nanswer = 42")
+    with pytest.raises(HTTPClientError) as malformed:
+        await jp_fetch("vram", "kernels", kernel_id, "restart", method="POST", body="[1, 2")
+    assert malformed.value.code == 400
     with pytest.raises(HTTPClientError) as unasked:
         await jp_fetch(
             "vram", "kernels", kernel_id, "restart", method="POST", body='{"request": "made-up"}'
