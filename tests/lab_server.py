@@ -1,4 +1,5 @@
-"""What the browser tier shares: a real JupyterLab server, and Debian's Chromium to drive it.
+"""What the browser tier shares: a real JupyterLab (or Notebook 7) server, and Debian's
+Chromium to drive it.
 
 Never a downloaded browser (no ``playwright install``): Playwright launches /usr/bin/chromium.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,9 +18,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import psutil
 import pytest
+from fake_nvml import load_recording
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -30,6 +34,19 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 TOKEN = "vram-magic-browser-test"
+# the server's NVML answers from the file named by VRAM_MAGIC_FAKE_NVML: pass it with --config=
+FAKE_NVML_CONFIG = Path(__file__).parent / "jupyter_config_fake_nvml.py"
+MIB = 2**20
+# a notebook whose kernel the fake NVML shows with 3.3 GiB (see put_kernels_on_gpus)
+TRAIN_CELLS = ["%load_ext vram_magic\nimport torch\nweights = torch.ones(64 * 2**20)  # 256 MB"]
+SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"},
+    "vram-magic/plugin.jupyterlab-settings": {"refreshInterval": 0.5},
+}
+# the notebook's kernel is ready: JupyterLab's status bar says so. Notebook 7 has none, so its
+# toolbar's indicator tells (no use in JupyterLab, where it reads idle before the kernel starts)
+LAB_IDLE = "text=| Idle"
+NOTEBOOK7_IDLE = '.jp-Notebook-ExecutionIndicator[data-status="idle"]'
 
 
 def skip_without_chromium() -> None:
@@ -91,14 +108,16 @@ def lab_server(
     args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     log: Path | None = None,
+    app: Literal["lab", "notebook"] = "lab",
 ) -> Iterator[LabServer]:
-    """``jupyter lab`` on 127.0.0.1 serving ``root`` with the test token, until the block ends."""
+    """``jupyter lab`` (or ``jupyter notebook``, Notebook 7) on 127.0.0.1 serving ``root`` with
+    the test token, until the block ends."""
     port = free_port()
     command = [
         sys.executable,
         "-m",
         "jupyter",
-        "lab",
+        app,
         "--no-browser",
         f"--port={port}",
         f"--IdentityProvider.token={TOKEN}",
@@ -129,6 +148,102 @@ def lab_server(
         server.wait(timeout=20)
 
 
+@contextmanager
+def fake_gpu_server(
+    root: Path, private: Path, args: Sequence[str] = (), app: Literal["lab", "notebook"] = "lab"
+) -> Iterator[tuple[LabServer, Path]]:
+    """``lab_server`` with the vram_magic server extension, a fresh layout and fast-polling
+    settings (kept in ``private``), whose NVML answers from a two-GPU recording: the file it
+    yields beside the server, which a test may rewrite."""
+    settings = private / "settings"
+    for plugin, values in SETTINGS.items():
+        (settings / plugin).parent.mkdir(parents=True, exist_ok=True)
+        (settings / plugin).write_text(json.dumps(values))
+    gpus = private / "gpus.json"
+    gpus.write_text(json.dumps(load_recording("two_gpus_other_processes")))
+    env = {
+        "VRAM_MAGIC_FAKE_NVML": str(gpus),
+        # a fresh layout and default settings on every run
+        "JUPYTERLAB_WORKSPACES_DIR": str(private / "workspaces"),
+        "JUPYTERLAB_SETTINGS_DIR": str(settings),
+    }
+    args = [
+        f"--config={FAKE_NVML_CONFIG}",
+        "--ServerApp.jpserver_extensions=vram_magic=True",
+        *args,
+    ]
+    with lab_server(root, args, env, log=private / "jupyter.log", app=app) as server:
+        yield server, gpus
+
+
 def launch_chromium(driver: Any) -> Any:
     """Debian's Chromium under Playwright (``driver`` is a ``sync_playwright()`` instance)."""
     return driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+@contextmanager
+def browser_page(server: LabServer, path: str, failure: str) -> Iterator[Any]:
+    """A Chromium page on ``path`` of the server; a screenshot ``failure``.png when the block
+    fails."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as driver:
+        browser = launch_chromium(driver)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(f"{server.url}/{path}?token={TOKEN}")
+            yield page
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / f"{failure}.png"))
+            raise
+        finally:
+            browser.close()
+
+
+def run_first_cell(page: Any, idle: str = LAB_IDLE) -> None:
+    """Run the first cell once ``idle`` shows; a kernel still connecting drops the request, so
+    try again."""
+    from playwright.sync_api import Error
+
+    for _ in range(4):
+        page.wait_for_selector(idle, timeout=60_000)
+        page.locator(".jp-Cell").first.click()
+        page.keyboard.press("Escape")
+        page.keyboard.press("Shift+Enter")
+        try:
+            page.wait_for_selector(".jp-InputPrompt:has-text('[1]')", timeout=20_000)
+            return
+        except Error:
+            continue
+    pytest.fail("the first cell did not run")
+
+
+def shot(page: Any, name: str) -> None:
+    """Screenshots of the page and of the VRAM panel alone, ``name``.png and ``name``-panel.png."""
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    page.locator("#vram-magic-sidebar").screenshot(path=str(ARTIFACTS / f"{name}-panel.png"))
+
+
+def kernel_pids(server: LabServer) -> dict[str, int]:
+    """Kernel id -> PID, from the server's live children (the REST API does not tell PIDs)."""
+    pids = {}
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            command = " ".join(child.cmdline())
+        except psutil.Error:  # a kernel just stopped by a restart, not yet reaped
+            continue
+        found = re.search(r"kernel-([\w-]+)\.json", command)
+        if found:
+            pids[found.group(1)] = child.pid
+    return pids
+
+
+def put_kernels_on_gpus(gpus: Path, current: int, other: int) -> None:
+    """The recording's "self" (3.3 GiB on GPU 0) becomes the current notebook's kernel, and the
+    other kernel takes 512 MiB on GPU 1, where a process of the recording held no figure."""
+    recording = load_recording("two_gpus_other_processes")
+    gpu0, gpu1 = recording["devices"]
+    gpu0["compute_processes"][0]["pid"] = current
+    gpu1["compute_processes"][1] = {"pid": other, "usedGpuMemory": 512 * MIB}
+    gpus.write_text(json.dumps(recording))

@@ -9,23 +9,21 @@ or no server extension. Screenshots (light and dark theme) go to test-artifacts/
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import Any
 
-import psutil
 import pytest
-from fake_nvml import load_recording
 from lab_server import (
-    ARTIFACTS,
-    TOKEN,
+    TRAIN_CELLS,
     LabServer,
-    lab_server,
-    launch_chromium,
+    browser_page,
+    fake_gpu_server,
+    kernel_pids,
+    put_kernels_on_gpus,
+    run_first_cell,
+    shot,
     skip_without_chromium,
     write_notebook,
 )
@@ -35,80 +33,18 @@ playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
 pytestmark = pytest.mark.browser
 
-FAKE_NVML_CONFIG = Path(__file__).parent / "jupyter_config_fake_nvml.py"
-MIB = 2**20
-CELLS = ["%load_ext vram_magic\nimport torch\nweights = torch.ones(64 * 2**20)  # 256 MB"]
-SETTINGS = {
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"},
-    "vram-magic/plugin.jupyterlab-settings": {"refreshInterval": 0.5},
-}
 NO_GPU = {"devices": [], "reason": "no NVIDIA GPU visible: NVML Shared Library Not Found"}
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("lab")
-    private = tmp_path_factory.mktemp("lab-private")
-    write_notebook(root / "train.ipynb", CELLS)
+    write_notebook(root / "train.ipynb", TRAIN_CELLS)
     write_notebook(root / "eval.ipynb", ["print('evaluating')"])
-    settings = private / "settings"
-    for plugin, values in SETTINGS.items():
-        (settings / plugin).parent.mkdir(parents=True, exist_ok=True)
-        (settings / plugin).write_text(json.dumps(values))
-    gpus = private / "gpus.json"
-    gpus.write_text(json.dumps(load_recording("two_gpus_other_processes")))
-    env = {
-        "VRAM_MAGIC_FAKE_NVML": str(gpus),
-        # a fresh layout and default settings on every run
-        "JUPYTERLAB_WORKSPACES_DIR": str(private / "workspaces"),
-        "JUPYTERLAB_SETTINGS_DIR": str(settings),
-    }
-    args = [
-        f"--config={FAKE_NVML_CONFIG}",
-        "--ServerApp.jpserver_extensions=vram_magic=True",
-        "--LabApp.expose_app_in_browser=True",  # to switch themes for the dark screenshot
-    ]
-    with lab_server(root, args, env, log=private / "jupyter.log") as server:
+    # to switch themes for the dark screenshot
+    args = ["--LabApp.expose_app_in_browser=True"]
+    with fake_gpu_server(root, tmp_path_factory.mktemp("lab-private"), args) as (server, gpus):
         yield server, gpus
-
-
-def kernel_pids(server: LabServer) -> dict[str, int]:
-    """Kernel id -> PID, from the server's live children (the REST API does not tell PIDs)."""
-    pids = {}
-    for child in psutil.Process(server.process.pid).children(recursive=True):
-        try:
-            command = " ".join(child.cmdline())
-        except psutil.Error:  # a kernel just stopped by a restart, not yet reaped
-            continue
-        found = re.search(r"kernel-([\w-]+)\.json", command)
-        if found:
-            pids[found.group(1)] = child.pid
-    return pids
-
-
-def put_kernels_on_gpus(gpus: Path, current: int, other: int) -> None:
-    """The recording's "self" (3.3 GiB on GPU 0) becomes the current notebook's kernel, and the
-    other kernel takes 512 MiB on GPU 1, where a process of the recording held no figure."""
-    recording = load_recording("two_gpus_other_processes")
-    gpu0, gpu1 = recording["devices"]
-    gpu0["compute_processes"][0]["pid"] = current
-    gpu1["compute_processes"][1] = {"pid": other, "usedGpuMemory": 512 * MIB}
-    gpus.write_text(json.dumps(recording))
-
-
-def run_first_cell(page) -> None:  # type: ignore[no-untyped-def]
-    """Run the first cell; a kernel still connecting drops the request, so try again."""
-    for _ in range(4):
-        page.wait_for_selector("text=| Idle", timeout=60_000)
-        page.locator(".jp-Cell").first.click()
-        page.keyboard.press("Escape")
-        page.keyboard.press("Shift+Enter")
-        try:
-            page.wait_for_selector(".jp-InputPrompt:has-text('[1]')", timeout=20_000)
-            return
-        except playwright.Error:
-            continue
-    pytest.fail("the first cell did not run")
 
 
 def run_new_cell(page, code: str) -> Any:  # type: ignore[no-untyped-def]
@@ -125,26 +61,9 @@ def run_new_cell(page, code: str) -> Any:  # type: ignore[no-untyped-def]
     return cells.nth(count)
 
 
-def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-    page.locator("#vram-magic-sidebar").screenshot(path=str(ARTIFACTS / f"{name}-panel.png"))
-
-
-@contextmanager
-def train_notebook(server: LabServer, failure: str) -> Iterator[Any]:
-    """A Chromium page on train.ipynb; a screenshot ``failure``.png when the block fails."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    with playwright.sync_playwright() as driver:
-        browser = launch_chromium(driver)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        try:
-            page.goto(f"{server.url}/lab/tree/train.ipynb?token={TOKEN}")
-            yield page
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / f"{failure}.png"))
-            raise
-        finally:
-            browser.close()
+def train_notebook(server: LabServer, failure: str) -> AbstractContextManager[Any]:
+    """JupyterLab on train.ipynb; a screenshot ``failure``.png when the block fails."""
+    return browser_page(server, "lab/tree/train.ipynb", failure)
 
 
 def test_sidebar_shows_gpus_and_kernels_and_frees(lab):  # type: ignore[no-untyped-def]

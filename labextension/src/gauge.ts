@@ -25,7 +25,11 @@ export class Gauge {
       const entry = element('li', 'vram-magic-legend-entry');
       entry.dataset.part = key;
       const value = element('span', 'vram-magic-legend-value');
-      entry.append(element('span', 'vram-magic-swatch'), element('span', '', label), value);
+      entry.append(
+        element('span', 'vram-magic-swatch'),
+        element('span', 'vram-magic-legend-label', label),
+        value
+      );
       legend.append(entry);
       this._segments.set(key, segment);
       this._values.set(key, value);

@@ -1,4 +1,7 @@
-/** JupyterLab plugin: the VRAM sidebar and status-bar item, fed by one poll of the server. */
+/**
+ * JupyterLab plugin: the VRAM sidebar and status-bar item, fed by one poll of the server. In
+ * Notebook 7 the sidebar is a right side panel and the item sits in the menu bar's row.
+ */
 
 import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { INotebookTracker } from '@jupyterlab/notebook';
@@ -58,10 +61,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
     }
     app.shell.add(sidebar, 'right', { rank: 900 });
 
+    const openSidebar = () => app.shell.activateById(SIDEBAR_ID);
     let status: VramStatus | null = null;
     if (statusBar) {
-      status = new VramStatus(poller, currentKernel, () => app.shell.activateById(SIDEBAR_ID));
+      status = new VramStatus(poller, currentKernel, openSidebar);
       statusBar.registerStatusItem(`${PLUGIN_ID}-status`, { item: status, align: 'left', rank: 4 });
+    } else if (!labShell) {
+      // Notebook 7 has no status bar: its menu bar's row holds such indicators, between the
+      // kernel's status (rank 10010) and "Not Trusted" (11000)
+      status = new VramStatus(poller, currentKernel, openSidebar);
+      app.shell.add(status, 'menu', { rank: 10500 });
     }
 
     tracker?.currentChanged.connect(() => {

@@ -1,0 +1,103 @@
+"""Browser tier: the VRAM panel in Notebook 7 (the ``notebook`` package), in Chromium.
+
+Notebook 7 is built from JupyterLab's parts but has no ILabShell and no status bar: the panel
+is a right side panel, opened from View > Right Sidebar > Show VRAM, and the usage of the
+notebook's kernel sits in the menu bar's row (a click opens the panel). The server and its fake
+two-GPU NVML are those of tests/test_sidebar_browser.py (``fake_gpu_server``). Screenshots go
+to test-artifacts/notebook7*.png.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from lab_server import (
+    NOTEBOOK7_IDLE,
+    TRAIN_CELLS,
+    browser_page,
+    fake_gpu_server,
+    kernel_pids,
+    put_kernels_on_gpus,
+    run_first_cell,
+    shot,
+    skip_without_chromium,
+    write_notebook,
+)
+
+skip_without_chromium()
+pytest.importorskip("notebook", minversion="7")
+playwright = pytest.importorskip("playwright.sync_api")
+expect = playwright.expect
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def notebook7(tmp_path_factory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("notebook7")
+    write_notebook(root / "train.ipynb", TRAIN_CELLS)
+    write_notebook(root / "eval.ipynb", ["print('evaluating')"])
+    private = tmp_path_factory.mktemp("notebook7-private")
+    with fake_gpu_server(root, private, app="notebook") as (server, gpus):
+        yield server, gpus
+
+
+def test_panel_shows_gpus_and_the_notebooks_kernel_and_frees(notebook7):  # type: ignore[no-untyped-def]
+    server, gpus = notebook7
+    with browser_page(server, "notebooks/train.ipynb", "notebook7-failure") as page:
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        run_first_cell(page, NOTEBOOK7_IDLE)
+        server.api(
+            "api/sessions",
+            {"path": "eval.ipynb", "type": "notebook", "kernel": {"name": "python3"}},
+        )
+        sessions = {s["path"]: s["kernel"]["id"] for s in server.api("api/sessions")}
+        current, other = sessions["train.ipynb"], sessions["eval.ipynb"]
+        pids = kernel_pids(server)
+        put_kernels_on_gpus(gpus, pids[current], pids[other])
+
+        # no status bar in Notebook 7: the item is in the menu bar's row instead
+        status = page.locator(".vram-magic-status")
+        expect(status).to_have_text("VRAM 3.3 / 40.0 GiB")
+        expect(page.locator(".jp-StatusBar-Widget")).to_have_count(0)
+
+        sidebar = page.locator("#vram-magic-sidebar")
+        expect(sidebar).to_be_hidden()
+        page.locator(".lm-MenuBar-itemLabel", has_text="View").click()
+        page.locator(".lm-Menu-itemLabel", has_text="Right Sidebar").hover()
+        page.locator(".lm-Menu-itemLabel", has_text="Show VRAM").click()
+        expect(sidebar).to_be_visible()
+
+        row = sidebar.locator(f'[data-kernel-id="{current}"]')
+        expect(sidebar.locator(".vram-magic-gauge")).to_have_count(2)
+        expect(row).to_have_class(re.compile("vram-magic-current"))
+        expect(row.locator(".vram-magic-kernel-name")).to_have_text("train.ipynb")
+        expect(row.locator(".vram-magic-kernel-bytes")).to_have_text("3.3 GiB")
+        expect(sidebar.locator(".vram-magic-kernel")).to_have_count(2)
+        expect(sidebar.locator(f'[data-kernel-id="{other}"]')).not_to_have_class(
+            re.compile("vram-magic-current")
+        )
+        gauge0 = sidebar.locator('.vram-magic-gauge[data-index="0"]')
+        expect(gauge0.locator('[data-part="current"] .vram-magic-legend-value')).to_have_text(
+            "3.3 GiB"
+        )
+        # the side panel is wider than JupyterLab's sidebar, yet too narrow for two legend
+        # columns: no entry may run into the next, nor a label be cut short
+        cut = sidebar.locator(".vram-magic-legend-entry, .vram-magic-legend-label").evaluate_all(
+            "nodes => nodes.filter(node => node.scrollWidth > node.clientWidth).length"
+        )
+        assert cut == 0
+        shot(page, "notebook7")
+
+        page.get_by_role("button", name="Collapse right side panel").click()
+        expect(sidebar).to_be_hidden()
+        status.click()
+        expect(sidebar).to_be_visible()
+
+        row.locator('[data-action="free"]').click()
+        expect(row.locator(".vram-magic-result-text")).to_contain_text(
+            re.compile("free", re.IGNORECASE), timeout=60_000
+        )
+        expect(row.locator('[data-action="free"]')).to_be_enabled()
+        expect(row.locator(".vram-magic-kernel-detail")).to_contain_text("largest: weights")
+        shot(page, "notebook7-freed")
