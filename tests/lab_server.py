@@ -154,7 +154,10 @@ def fake_gpu_server(
 ) -> Iterator[tuple[LabServer, Path]]:
     """``lab_server`` with the vram_magic server extension, a fresh layout and fast-polling
     settings (kept in ``private``), whose NVML answers from a two-GPU recording: the file it
-    yields beside the server, which a test may rewrite."""
+    yields beside the server, which a test may rewrite. ``root`` gets train.ipynb (it loads
+    vram_magic and holds 256 MB) and eval.ipynb."""
+    write_notebook(root / "train.ipynb", TRAIN_CELLS)
+    write_notebook(root / "eval.ipynb", ["print('evaluating')"])
     settings = private / "settings"
     for plugin, values in SETTINGS.items():
         (settings / plugin).parent.mkdir(parents=True, exist_ok=True)
@@ -239,11 +242,19 @@ def kernel_pids(server: LabServer) -> dict[str, int]:
     return pids
 
 
-def put_kernels_on_gpus(gpus: Path, current: int, other: int) -> None:
-    """The recording's "self" (3.3 GiB on GPU 0) becomes the current notebook's kernel, and the
-    other kernel takes 512 MiB on GPU 1, where a process of the recording held no figure."""
+def put_kernels_on_gpus(server: LabServer, gpus: Path) -> tuple[str, str]:
+    """Start eval.ipynb's kernel beside train.ipynb's and put both on the fake GPUs: the
+    recording's "self" (3.3 GiB on GPU 0) becomes train.ipynb's kernel, and eval.ipynb's takes
+    512 MiB on GPU 1, where a process of the recording held no figure. Their kernel ids."""
+    server.api(
+        "api/sessions", {"path": "eval.ipynb", "type": "notebook", "kernel": {"name": "python3"}}
+    )
+    sessions = {s["path"]: s["kernel"]["id"] for s in server.api("api/sessions")}
+    current, other = sessions["train.ipynb"], sessions["eval.ipynb"]
+    pids = kernel_pids(server)
     recording = load_recording("two_gpus_other_processes")
     gpu0, gpu1 = recording["devices"]
-    gpu0["compute_processes"][0]["pid"] = current
-    gpu1["compute_processes"][1] = {"pid": other, "usedGpuMemory": 512 * MIB}
+    gpu0["compute_processes"][0]["pid"] = pids[current]
+    gpu1["compute_processes"][1] = {"pid": pids[other], "usedGpuMemory": 512 * MIB}
     gpus.write_text(json.dumps(recording))
+    return current, other

@@ -14,15 +14,12 @@ import re
 import pytest
 from lab_server import (
     NOTEBOOK7_IDLE,
-    TRAIN_CELLS,
     browser_page,
     fake_gpu_server,
-    kernel_pids,
     put_kernels_on_gpus,
     run_first_cell,
     shot,
     skip_without_chromium,
-    write_notebook,
 )
 
 skip_without_chromium()
@@ -35,8 +32,6 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def notebook7(tmp_path_factory):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("notebook7")
-    write_notebook(root / "train.ipynb", TRAIN_CELLS)
-    write_notebook(root / "eval.ipynb", ["print('evaluating')"])
     private = tmp_path_factory.mktemp("notebook7-private")
     with fake_gpu_server(root, private, app="notebook") as (server, gpus):
         yield server, gpus
@@ -47,14 +42,7 @@ def test_panel_shows_gpus_and_the_notebooks_kernel_and_frees(notebook7):  # type
     with browser_page(server, "notebooks/train.ipynb", "notebook7-failure") as page:
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
         run_first_cell(page, NOTEBOOK7_IDLE)
-        server.api(
-            "api/sessions",
-            {"path": "eval.ipynb", "type": "notebook", "kernel": {"name": "python3"}},
-        )
-        sessions = {s["path"]: s["kernel"]["id"] for s in server.api("api/sessions")}
-        current, other = sessions["train.ipynb"], sessions["eval.ipynb"]
-        pids = kernel_pids(server)
-        put_kernels_on_gpus(gpus, pids[current], pids[other])
+        current, other = put_kernels_on_gpus(server, gpus)
 
         # no status bar in Notebook 7: the item is in the menu bar's row instead
         status = page.locator(".vram-magic-status")

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from lab_server import (
-    TRAIN_CELLS,
     LabServer,
     browser_page,
     fake_gpu_server,
@@ -25,7 +24,6 @@ from lab_server import (
     run_first_cell,
     shot,
     skip_without_chromium,
-    write_notebook,
 )
 
 skip_without_chromium()
@@ -39,8 +37,6 @@ NO_GPU = {"devices": [], "reason": "no NVIDIA GPU visible: NVML Shared Library N
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("lab")
-    write_notebook(root / "train.ipynb", TRAIN_CELLS)
-    write_notebook(root / "eval.ipynb", ["print('evaluating')"])
     # to switch themes for the dark screenshot
     args = ["--LabApp.expose_app_in_browser=True"]
     with fake_gpu_server(root, tmp_path_factory.mktemp("lab-private"), args) as (server, gpus):
@@ -71,14 +67,7 @@ def test_sidebar_shows_gpus_and_kernels_and_frees(lab):  # type: ignore[no-untyp
     with train_notebook(server, "sidebar-failure") as page:
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
         run_first_cell(page)
-        server.api(
-            "api/sessions",
-            {"path": "eval.ipynb", "type": "notebook", "kernel": {"name": "python3"}},
-        )
-        sessions = {s["path"]: s["kernel"]["id"] for s in server.api("api/sessions")}
-        current, other = sessions["train.ipynb"], sessions["eval.ipynb"]
-        pids = kernel_pids(server)
-        put_kernels_on_gpus(gpus, pids[current], pids[other])
+        current, other = put_kernels_on_gpus(server, gpus)
 
         page.locator('.jp-SideBar li[data-id="vram-magic-sidebar"]').click()
         sidebar = page.locator("#vram-magic-sidebar")
