@@ -258,3 +258,16 @@ def put_kernels_on_gpus(server: LabServer, gpus: Path) -> tuple[str, str]:
     gpu1["compute_processes"][1] = {"pid": pids[other], "usedGpuMemory": 512 * MIB}
     gpus.write_text(json.dumps(recording))
     return current, other
+
+
+def free_from_the_panel(row: Any) -> None:
+    """Click a kernel row's Free, see the server's answer, and the row's largest variable that
+    the kernel reports once vram_magic is loaded there."""
+    from playwright.sync_api import expect
+
+    row.locator('[data-action="free"]').click()
+    expect(row.locator(".vram-magic-result-text")).to_contain_text(
+        re.compile("free", re.IGNORECASE), timeout=60_000
+    )
+    expect(row.locator('[data-action="free"]')).to_be_enabled()
+    expect(row.locator(".vram-magic-kernel-detail")).to_contain_text("largest: weights")

@@ -16,6 +16,7 @@ from lab_server import (
     NOTEBOOK7_IDLE,
     browser_page,
     fake_gpu_server,
+    free_from_the_panel,
     put_kernels_on_gpus,
     run_first_cell,
     shot,
@@ -82,10 +83,5 @@ def test_panel_shows_gpus_and_the_notebooks_kernel_and_frees(notebook7):  # type
         status.click()
         expect(sidebar).to_be_visible()
 
-        row.locator('[data-action="free"]').click()
-        expect(row.locator(".vram-magic-result-text")).to_contain_text(
-            re.compile("free", re.IGNORECASE), timeout=60_000
-        )
-        expect(row.locator('[data-action="free"]')).to_be_enabled()
-        expect(row.locator(".vram-magic-kernel-detail")).to_contain_text("largest: weights")
+        free_from_the_panel(row)
         shot(page, "notebook7-freed")

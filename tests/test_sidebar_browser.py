@@ -19,6 +19,7 @@ from lab_server import (
     LabServer,
     browser_page,
     fake_gpu_server,
+    free_from_the_panel,
     kernel_pids,
     put_kernels_on_gpus,
     run_first_cell,
@@ -96,13 +97,7 @@ def test_sidebar_shows_gpus_and_kernels_and_frees(lab):  # type: ignore[no-untyp
         expect(page.locator(".vram-magic-status")).to_have_text("VRAM 3.3 / 40.0 GiB")
         shot(page, "sidebar")
 
-        row.locator('[data-action="free"]').click()
-        expect(row.locator(".vram-magic-result-text")).to_contain_text(
-            re.compile("free", re.IGNORECASE), timeout=60_000
-        )
-        expect(row.locator('[data-action="free"]')).to_be_enabled()
-        # the list follows: vram_magic in the kernel now reports its largest variable
-        expect(row.locator(".vram-magic-kernel-detail")).to_contain_text("largest: weights")
+        free_from_the_panel(row)
         shot(page, "sidebar-freed")
 
         page.evaluate(
