@@ -271,3 +271,20 @@ def free_from_the_panel(row: Any) -> None:
     )
     expect(row.locator('[data-action="free"]')).to_be_enabled()
     expect(row.locator(".vram-magic-kernel-detail")).to_contain_text("largest: weights")
+
+
+def kernel_list_shown(sidebar: Any, current: str, other: str) -> Any:
+    """Two GPU gauges, and both kernels, largest first: train.ipynb's (3.3 GiB, highlighted as
+    the current notebook's), then the other. The current kernel's row."""
+    from playwright.sync_api import expect
+
+    row = sidebar.locator(f'[data-kernel-id="{current}"]')
+    expect(sidebar.locator(".vram-magic-gauge")).to_have_count(2)
+    expect(row).to_have_class(re.compile("vram-magic-current"))
+    expect(row.locator(".vram-magic-kernel-name")).to_have_text("train.ipynb")
+    expect(row.locator(".vram-magic-kernel-bytes")).to_have_text("3.3 GiB")
+    kernels = sidebar.locator(".vram-magic-kernel")
+    expect(kernels).to_have_count(2)
+    expect(kernels.nth(1)).to_have_attribute("data-kernel-id", other)
+    expect(kernels.nth(1)).not_to_have_class(re.compile("vram-magic-current"))
+    return row

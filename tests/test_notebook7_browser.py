@@ -9,14 +9,13 @@ to test-artifacts/notebook7*.png.
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from lab_server import (
     NOTEBOOK7_IDLE,
     browser_page,
     fake_gpu_server,
     free_from_the_panel,
+    kernel_list_shown,
     put_kernels_on_gpus,
     run_first_cell,
     shot,
@@ -57,15 +56,7 @@ def test_panel_shows_gpus_and_the_notebooks_kernel_and_frees(notebook7):  # type
         page.locator(".lm-Menu-itemLabel", has_text="Show VRAM").click()
         expect(sidebar).to_be_visible()
 
-        row = sidebar.locator(f'[data-kernel-id="{current}"]')
-        expect(sidebar.locator(".vram-magic-gauge")).to_have_count(2)
-        expect(row).to_have_class(re.compile("vram-magic-current"))
-        expect(row.locator(".vram-magic-kernel-name")).to_have_text("train.ipynb")
-        expect(row.locator(".vram-magic-kernel-bytes")).to_have_text("3.3 GiB")
-        expect(sidebar.locator(".vram-magic-kernel")).to_have_count(2)
-        expect(sidebar.locator(f'[data-kernel-id="{other}"]')).not_to_have_class(
-            re.compile("vram-magic-current")
-        )
+        row = kernel_list_shown(sidebar, current, other)
         gauge0 = sidebar.locator('.vram-magic-gauge[data-index="0"]')
         expect(gauge0.locator('[data-part="current"] .vram-magic-legend-value')).to_have_text(
             "3.3 GiB"

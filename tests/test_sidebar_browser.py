@@ -20,6 +20,7 @@ from lab_server import (
     browser_page,
     fake_gpu_server,
     free_from_the_panel,
+    kernel_list_shown,
     kernel_pids,
     put_kernels_on_gpus,
     run_first_cell,
@@ -72,19 +73,7 @@ def test_sidebar_shows_gpus_and_kernels_and_frees(lab):  # type: ignore[no-untyp
 
         page.locator('.jp-SideBar li[data-id="vram-magic-sidebar"]').click()
         sidebar = page.locator("#vram-magic-sidebar")
-        row = sidebar.locator(f'[data-kernel-id="{current}"]')
-        expect(sidebar.locator(".vram-magic-gauge")).to_have_count(2)
-        expect(row).to_have_class(re.compile("vram-magic-current"))
-        expect(row.locator(".vram-magic-kernel-name")).to_have_text("train.ipynb")
-        expect(row.locator(".vram-magic-kernel-bytes")).to_have_text("3.3 GiB")
-        # largest first: the current kernel, then the other one
-        expect(sidebar.locator(".vram-magic-kernel")).to_have_count(2)
-        expect(sidebar.locator(".vram-magic-kernel").nth(1)).to_have_attribute(
-            "data-kernel-id", other
-        )
-        expect(sidebar.locator(f'[data-kernel-id="{other}"]')).not_to_have_class(
-            re.compile("vram-magic-current")
-        )
+        row = kernel_list_shown(sidebar, current, other)
         gauge0 = sidebar.locator('.vram-magic-gauge[data-index="0"]')
         expect(gauge0.locator('[data-part="current"] .vram-magic-legend-value')).to_have_text(
             "3.3 GiB"
