@@ -13,15 +13,14 @@ import functools
 import importlib
 import io
 import pickle
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from vram_magic.actions.snapshot import Saved, Unsaved, saved_names, storage_view
 from vram_magic.actions.snapshot_pickle import SnapshotUnpickler
 from vram_magic.actions.snapshot_store import SnapshotError, Store, blob_from_json
+from vram_magic.readings.kernel_status import current_kernel_id
 from vram_magic.readings.torch_stats import allocator_bytes, cuda_ready, imported_torch
 
 
@@ -167,18 +166,6 @@ def _vram_now() -> tuple[tuple[str, int | None], ...]:
     assert torch is not None
     count = torch.cuda.device_count()
     return tuple((f"cuda:{index}", allocator_bytes(torch, index)[0]) for index in range(count))
-
-
-def current_kernel_id() -> str | None:
-    """This process's Jupyter kernel id (from its connection file), or None outside a kernel."""
-    if "ipykernel" not in sys.modules:
-        return None
-    try:
-        from ipykernel.connect import get_connection_file
-
-        return Path(get_connection_file()).stem.removeprefix("kernel-")
-    except Exception:
-        return None
 
 
 def restore_pending(

@@ -11,10 +11,11 @@ import json
 from typing import Any
 
 from vram_magic.actions.free import free
-from vram_magic.actions.restore import current_kernel_id, restore_pending
+from vram_magic.actions.restore import restore_pending
 from vram_magic.actions.snapshot import snapshot
 from vram_magic.actions.snapshot_store import Store
 from vram_magic.ipython.extension import loaded_in
+from vram_magic.readings.kernel_status import current_kernel_id
 from vram_magic.render.actions import free_view
 from vram_magic.render.snapshot import restore_view, snapshot_view
 

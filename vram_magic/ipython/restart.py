@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from vram_magic.actions.restore import current_kernel_id
 from vram_magic.actions.snapshot import snapshot
 from vram_magic.actions.snapshot_store import Store
 from vram_magic.config import settings
 from vram_magic.ipython.status_file import StatusPublisher
+from vram_magic.readings.kernel_status import current_kernel_id
 from vram_magic.render.snapshot import snapshot_view
 
 

@@ -16,24 +16,17 @@ from typing import Any
 
 from vram_magic.actions.history import NameSizes
 from vram_magic.actions.limit import current_limit
-from vram_magic.readings.kernel_status import status_from_report, status_path, write_status
+from vram_magic.readings.kernel_status import (
+    connection_file,
+    status_from_report,
+    status_path,
+    write_status,
+)
 from vram_magic.readings.model import Report
 from vram_magic.readings.sampler import sampler
 
 PERIOD = 1.0
 TOP = 5
-
-
-def connection_file() -> str | None:
-    """This kernel's connection file, or None outside a Jupyter kernel."""
-    try:
-        from ipykernel.kernelapp import IPKernelApp
-    except ImportError:
-        return None
-    if not IPKernelApp.initialized():
-        return None
-    app = IPKernelApp.instance()
-    return getattr(app, "abs_connection_file", None) or app.connection_file or None
 
 
 class StatusPublisher:

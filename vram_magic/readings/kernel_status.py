@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,6 +48,26 @@ class KernelStatus:
     top: tuple[tuple[str, int], ...]  # largest user names by tensor bytes, after the last cell
     limit: int | None  # %vram limit in bytes
     restart: str | None = None  # a restart the kernel asks for (%vram restart): its request id
+
+
+def connection_file() -> str | None:
+    """This kernel's connection file, or None outside a Jupyter kernel (a terminal IPython
+    does not pay for importing ipykernel)."""
+    if "ipykernel" not in sys.modules:
+        return None
+    from ipykernel.kernelapp import IPKernelApp
+
+    if not IPKernelApp.initialized():
+        return None
+    app = IPKernelApp.instance()
+    return getattr(app, "abs_connection_file", None) or app.connection_file or None
+
+
+def current_kernel_id() -> str | None:
+    """This process's Jupyter kernel id (its connection file is ``kernel-<id>.json``); a
+    restart keeps it."""
+    found = connection_file()
+    return Path(found).stem.removeprefix("kernel-") if found else None
 
 
 def status_path(connection_file: str | os.PathLike[str]) -> Path:

@@ -53,23 +53,21 @@ class VramHandler(APIHandler):
             for s in await self.session_manager.list_sessions()
             if s.get("kernel")
         }
-        facts = []
-        for kernel_id in self.kernel_manager.list_kernel_ids():
-            kernel = self.kernel_manager.get_kernel(kernel_id)
-            path, notebook = notebooks.get(kernel_id, (None, None))
-            connection = getattr(kernel, "connection_file", "")
-            facts.append(
-                KernelFacts(
-                    id=kernel_id,
-                    name=kernel.kernel_name,
-                    execution_state=getattr(kernel, "execution_state", "unknown"),
-                    pid=getattr(getattr(kernel, "provisioner", None), "pid", None),
-                    path=path,
-                    notebook=notebook or (os.path.basename(path) if path else None),
-                    status=read_status(status_path(connection)) if connection else None,
-                )
-            )
-        return facts
+        return [self._facts(k, notebooks) for k in self.kernel_manager.list_kernel_ids()]
+
+    def _facts(self, kernel_id: str, notebooks: dict[str, tuple[Any, Any]]) -> KernelFacts:
+        kernel = self.kernel_manager.get_kernel(kernel_id)
+        path, notebook = notebooks.get(kernel_id, (None, None))
+        connection = getattr(kernel, "connection_file", "")
+        return KernelFacts(
+            id=kernel_id,
+            name=kernel.kernel_name,
+            execution_state=getattr(kernel, "execution_state", "unknown"),
+            pid=getattr(getattr(kernel, "provisioner", None), "pid", None),
+            path=path,
+            notebook=notebook or (os.path.basename(path) if path else None),
+            status=read_status(status_path(connection)) if connection else None,
+        )
 
     def running_kernel(self, kernel_id: str) -> Any:
         if kernel_id not in self.kernel_manager:
@@ -127,7 +125,7 @@ class RestartHandler(VramHandler):
             self.reply({"message": 'the body must be {} or {"request": ID}'}, 400)
             return
         if request is not None:
-            refused = await self._refuse_request(kernel_id, str(request))
+            refused = self._refuse_request(kernel_id, str(request))
             if refused:
                 self.reply({"message": refused}, 409)
                 return
@@ -160,10 +158,9 @@ class RestartHandler(VramHandler):
             }
         )
 
-    async def _refuse_request(self, kernel_id: str, request: str) -> str | None:
+    def _refuse_request(self, kernel_id: str, request: str) -> str | None:
         """Why a restart the kernel asked for cannot go ahead; None when it can (once)."""
-        kernel = next((k for k in await self.kernel_facts() if k.id == kernel_id), None)
-        status = own_status(kernel, directory) if kernel is not None else None
+        status = own_status(self._facts(kernel_id, {}), directory)
         if status is None or status.restart != request:
             return "the kernel asked for no such restart"
         if request in answered_requests:
