@@ -7,6 +7,7 @@ or, for containers and modules that change in place, when the cell changed memor
 
 from __future__ import annotations
 
+import heapq
 import sys
 import time
 from collections import deque
@@ -111,11 +112,8 @@ class NameSizes:
 
     def largest(self, count: int) -> tuple[tuple[str, int], ...]:
         """The ``count`` names holding the most tensor bytes, as of the last update."""
-        sizes = sorted(
-            ((name, size) for name, (_, size) in self._known.items() if size),
-            key=lambda item: -item[1],
-        )
-        return tuple(sizes[:count])
+        sizes = ((name, size) for name, (_, size) in self._known.items() if size)
+        return tuple(heapq.nlargest(count, sizes, key=lambda item: item[1]))
 
 
 def _process_marks(peaks: dict[int, int]) -> tuple[MemoryMark, ...]:

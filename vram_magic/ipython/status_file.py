@@ -50,8 +50,10 @@ class StatusPublisher:
         atexit.register(self.stop)
 
     def after_cell(self) -> None:
-        """Take the largest names on the main thread, where the namespace is not changing."""
-        self._top = self._names.largest(TOP)
+        """Take the largest names on the main thread, where the namespace is not changing;
+        nothing to do (on every cell) where there is no file to write."""
+        if self.path is not None:
+            self._top = self._names.largest(TOP)
 
     def refresh(self) -> None:
         """Measure the names and rewrite the file now: at start, and after an action that
