@@ -1,12 +1,14 @@
 """``%%fit``: run a cell at the largest batch size that fits, learning from every attempt.
 
 Each attempt measures the memory the cell needed above where it started: its peak when it ran,
-its peak plus the failed request when it ran out. Two such points fit the line
+its peak plus the failed request when it ran out. On CUDA that is the allocator's reserved
+memory, grown from an emptied cache: what runs into the card's free memory or a ``%vram limit``
+cap, rounding and fragmentation included. Two such points fit the line
 ``need = fixed + per_item * size``; one point is taken as ``per_item * size``. The next size is
-the line's largest size under the room left (less ``headroom``), kept strictly between the largest
-size that ran and the smallest that failed; without any measurement it bisects (halving first).
-It grows as well as shrinks, and the answer is cached per (cell, device, room) so a rerun goes
-straight to it. The cell body runs once per attempt.
+the line's largest size under the room left (less ``headroom``), kept strictly between the
+largest size that ran and the smallest that failed; without any measurement it bisects (halving
+first). It grows as well as shrinks, and the answer is cached per (cell, device, room) so a rerun
+goes straight to it and stops there. The cell body runs once per attempt.
 """
 
 from __future__ import annotations
@@ -57,10 +59,11 @@ class FitResult:
 
 @dataclass
 class Meter:
-    """Where memory is measured: bytes in use now, the peak since ``reset``, and the room."""
+    """Where memory is measured: live bytes now, how far use grew above the last ``reset`` at
+    its peak (None: not measured), and the room a cell has."""
 
     in_use: Callable[[], int]
-    peak: Callable[[], int]
+    grown: Callable[[], int | None]
     reset: Callable[[], None]
     room: Callable[[], int | None]
     device: str
@@ -156,20 +159,22 @@ def fit(
             if not is_oom(error):
                 raise
             asked = requested_bytes(str(error))
-            peak = meter.peak() - base
-            need = peak + asked if asked is not None and peak >= 0 else None
+            grown = meter.grown()
+            need = grown + asked if asked is not None and grown is not None else None
             seconds = time.perf_counter() - began
             search.bad[size] = need
             clean_up(error)
-            left = meter.in_use() - base if peak >= 0 else None
+            left = meter.in_use() - base if grown is not None else None
             attempts.append(Attempt(size, "out of memory", need, seconds, left))
             last_oom = error
             if len([a for a in attempts if a.outcome != "fits"]) > max_oom:
                 break
         else:
-            need = meter.peak() - base
-            attempts.append(Attempt(size, "fits", max(need, 0), time.perf_counter() - began))
-            search.good[size] = max(need, 0)
+            need = meter.grown()
+            attempts.append(Attempt(size, "fits", need, time.perf_counter() - began))
+            search.good[size] = need
+            if cached and len(attempts) == 1:
+                break  # the size this cell fitted before, in the same room, fits again
         size = search.next_size()
     best = max(search.good, default=None)
     ended_well = attempts[-1].outcome == "fits" and attempts[-1].size == best
@@ -215,25 +220,50 @@ def torch_meter() -> Meter:
 
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-
-        def room() -> int:
-            free, _ = torch.cuda.mem_get_info()
-            return int(free + torch.cuda.memory_reserved() - torch.cuda.memory_allocated())
-
-        return Meter(
-            torch.cuda.memory_allocated,
-            torch.cuda.max_memory_allocated,
-            torch.cuda.reset_peak_memory_stats,
-            room,
-            "cuda:0",
-        )
+        return _cuda_meter(torch)
     budget = cpu_budget()
     if budget is not None:
+        start = [0]
+
+        def reset() -> None:
+            start[0] = budget.used
+            budget.reset_peak()
+
         return Meter(
             lambda: budget.used,
-            lambda: budget.peak,
-            budget.reset_peak,
+            lambda: budget.peak - start[0],
+            reset,
             lambda: budget.limit - budget.used,
             "cpu",
         )
-    return Meter(lambda: 0, lambda: -1, lambda: None, lambda: None, "cpu")
+    return Meter(lambda: 0, lambda: None, lambda: None, lambda: None, "cpu")
+
+
+def _cuda_meter(torch: Any) -> Meter:
+    """Live bytes are the allocator's allocated memory; growth and room are its reserved
+    memory, measured from an emptied cache, against the card's free memory and a
+    ``%vram limit`` cap (which the card's free memory knows nothing of)."""
+    from vram_magic.actions.limit import current_limit
+
+    start = [0]
+
+    def reset() -> None:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        start[0] = torch.cuda.memory_reserved()
+
+    def room() -> int:
+        torch.cuda.empty_cache()
+        free, _ = torch.cuda.mem_get_info()
+        limit = current_limit()
+        if limit is not None and limit.allocator_cap is not None:
+            free = min(free, limit.allocator_cap - torch.cuda.memory_reserved())
+        return int(max(free, 0))
+
+    return Meter(
+        torch.cuda.memory_allocated,
+        lambda: torch.cuda.max_memory_reserved() - start[0],
+        reset,
+        room,
+        "cuda:0",
+    )

@@ -35,6 +35,7 @@ class Limit:
     nbytes: int
     device: str  # "cuda:0" or "cpu"
     how: str
+    allocator_cap: int | None = None  # on CUDA: bytes torch's allocator may reserve under it
 
 
 def parse_size(text: str, total: int | None) -> int:
@@ -158,11 +159,12 @@ def set_limit(text: str) -> Limit | None:
         outside = device.process_other or 0 if device is not None else 0
         fraction = min(max(size - outside, 0) / total, 1.0)
         torch.cuda.set_per_process_memory_fraction(fraction, 0)
+        cap = int(fraction * total)
         how = (
             f"torch's allocator may use {fraction:.3f} of {_cuda_size(total)} on cuda:0; "
             f"{_cuda_size(outside)} of CUDA context and libraries counted outside it (approximate)"
         )
-        _active = (Limit(size, "cuda:0", how), None)
+        _active = (Limit(size, "cuda:0", how, cap), None)
     else:
         size = parse_size(text, read_host().total)
         budget = _CpuBudget(size)
