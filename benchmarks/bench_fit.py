@@ -8,8 +8,9 @@ Both run under ``%vram limit``: without a GPU the CPU budget, which raises real
 size (the allocator reserves in blocks of 2 and 20 MiB, which would swamp a few dozen MiB) on
 top of what the CUDA context and libraries hold. For each workload the true largest fitting
 batch is found by bisection over real runs; each method then starts 4x too large and 8x too
-small. Printed: the chosen size over the true largest, out-of-memory errors, wall time, and
-%%fit's rerun. Targets: median chosen/true >= 0.9, mean OOMs on a first run <= 1.5, 0 on a rerun.
+small. Printed: the chosen size over the true largest, out-of-memory errors, wall time,
+%%fit's rerun, and ``%%fit --probe`` (two small runs first). Targets: median chosen/true
+>= 0.9, mean OOMs on a first run <= 1.5, 0 on a rerun.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ def main() -> int:
             ours_ooms = sum(a.outcome != "fits" for a in result.attempts)
             namespace["batch_size"] = start
             rerun = shell.run_cell(f"%%fit\n{TRAIN}# {workload} {label}").result.data
+            namespace["batch_size"] = start
+            probed = shell.run_cell(
+                f"%%fit --probe\n{TRAIN}# {workload} {label}, probed"
+            ).result.data
             calls = []
 
             @find_executable_batch_size(starting_batch_size=start)
@@ -132,19 +137,25 @@ def main() -> int:
             ratios.append(result.size / true_max)
             first_ooms.append(ours_ooms)
             rerun_ooms.append(sum(a.outcome != "fits" for a in rerun.attempts))
+            probed_ooms = sum(a.outcome != "fits" for a in probed.attempts)
             rows.append(
-                (
+                [
                     workload,
                     label,
-                    true_max,
-                    result.size,
-                    ours_ooms,
-                    ours_time,
-                    rerun_ooms[-1],
-                    chosen,
-                    len(calls) - 1,
-                    theirs_time,
-                )
+                    str(true_max),
+                    str(result.size),
+                    number(result.size / true_max, 2),
+                    str(ours_ooms),
+                    number(ours_time, 2),
+                    str(rerun_ooms[-1]),
+                    str(probed.size),
+                    number(probed.size / true_max, 2),
+                    str(probed_ooms),
+                    str(chosen),
+                    number(chosen / true_max, 2),
+                    str(len(calls) - 1),
+                    number(theirs_time, 2),
+                ]
             )
     shell.run_line_magic("vram", "limit off")
 
@@ -165,29 +176,17 @@ def main() -> int:
             ("OOMs", 5),
             ("s", 6),
             ("rerun", 6),
+            ("probe", 6),
+            ("/true", 6),
+            ("OOMs", 5),
             ("accel", 6),
             ("/true", 6),
             ("OOMs", 5),
             ("s", 6),
         ]
     )
-    for work, label, true, ours, ooms, secs, rerun, theirs, their_ooms, their_secs in rows:
-        table.print_row(
-            [
-                work,
-                label,
-                str(true),
-                str(ours),
-                number(ours / true, 2),
-                str(ooms),
-                number(secs, 2),
-                str(rerun),
-                str(theirs),
-                number(theirs / true, 2),
-                str(their_ooms),
-                number(their_secs, 2),
-            ]
-        )
+    for row in rows:
+        table.print_row(row)
     summary = {
         "median chosen/true": (
             statistics.median(ratios),

@@ -131,6 +131,19 @@ def test_grows_from_eight_times_too_small(trained):
     assert 0.9 * true_max <= result.size <= true_max
 
 
+def test_probe_fits_the_line_before_a_large_size(trained):
+    shell, true_max = trained
+    result = fit(shell, 4 * true_max, options="--probe", marker="probe")
+    probes = [a for a in result.attempts if a.probe]
+    assert [(a.size, a.outcome) for a in probes] == [
+        (true_max // 4, "fits"),
+        (true_max // 2, "fits"),
+    ]
+    assert 0.9 * true_max <= result.size <= true_max
+    assert ooms(result) <= 1
+    assert "fits (probe)" in run(shell, f"%%fit --probe\n{TRAIN}# probe, shown").result.text
+
+
 def test_accumulate_keeps_the_effective_batch(trained):
     shell, true_max = trained
     effective = 4 * true_max - (4 * true_max) % 8

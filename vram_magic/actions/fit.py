@@ -8,7 +8,8 @@ cap, rounding and fragmentation included. Two such points fit the line
 the line's largest size under the room left (less ``headroom``), kept strictly between the
 largest size that ran and the smallest that failed; without any measurement it bisects (halving
 first). It grows as well as shrinks, and the answer is cached per (cell, device, room) so a rerun
-goes straight to it and stops there. The cell body runs once per attempt.
+goes straight to it and stops there. With ``probe`` the cell first runs at 1/16 and 1/8 of the
+start, which fit the line before any large size is tried. The cell body runs once per attempt.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Attempt:
     need: int | None  # bytes above the cell's start: peak, or peak + the failed request
     seconds: float
     left: int | None = None  # after an OOM and its clean-up: bytes still held above the start
+    probe: bool = False  # a run at a small size, only to measure (--probe)
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ def fit(
     headroom: float = 0.05,
     allowed: list[int] | None = None,
     accumulation_for: Callable[[int], int | None] = lambda size: None,
+    probe: bool = False,
 ) -> FitResult:
     """Run ``run`` at sizes chosen from its measured memory; re-raise anything but an OOM."""
     room = meter.room()
@@ -147,7 +150,13 @@ def fit(
     search = _Search(room, headroom, allowed)
     attempts: list[Attempt] = []
     last_oom: BaseException | None = None
-    size: int | None = search.snap(_cache.get(key, start))
+    probes = (  # without a measure of the room, a probe teaches nothing
+        sorted({search.snap(max(start // 16, 1)), search.snap(max(start // 8, 1))})
+        if probe and room is not None and not cached
+        else []
+    )
+    probing = bool(probes)
+    size: int | None = probes.pop(0) if probing else search.snap(_cache.get(key, start))
     while size is not None:
         set_size(size)
         base = meter.in_use()
@@ -165,17 +174,19 @@ def fit(
             search.bad[size] = need
             clean_up(error)
             left = meter.in_use() - base if grown is not None else None
-            attempts.append(Attempt(size, "out of memory", need, seconds, left))
+            attempts.append(Attempt(size, "out of memory", need, seconds, left, probing))
+            probes.clear()  # a larger probe would run out too
             last_oom = error
             if len([a for a in attempts if a.outcome != "fits"]) > max_oom:
                 break
         else:
             need = meter.grown()
-            attempts.append(Attempt(size, "fits", need, time.perf_counter() - began))
+            attempts.append(Attempt(size, "fits", need, time.perf_counter() - began, None, probing))
             search.good[size] = need
             if cached and len(attempts) == 1:
                 break  # the size this cell fitted before, in the same room, fits again
-        size = search.next_size()
+        probing = bool(probes)
+        size = probes.pop(0) if probing else search.next_size()
     best = max(search.good, default=None)
     ended_well = attempts[-1].outcome == "fits" and attempts[-1].size == best
     if best is not None and not ended_well:  # leave the effects of a run at the chosen size

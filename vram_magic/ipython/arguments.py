@@ -181,6 +181,7 @@ def parse_fit_line(line: str) -> argparse.Namespace:
     parser.add_argument("--max-oom", type=_count, default=8, metavar="N")
     parser.add_argument("--headroom", type=_fraction, default=0.05, metavar="P")
     parser.add_argument("--quantize", choices=("auto", "8bit", "4bit", "off"), default=None)
+    parser.add_argument("--probe", action="store_true")
     try:
         return parser.parse_args(shlex.split(line))
     except ValueError as error:

@@ -163,7 +163,8 @@ class VramMagics(Magics):
     @cell_magic
     def fit(self, line: str, cell: str) -> View:
         """``%%fit [--batch-size VAR] [--accumulate VAR] [--max-oom N] [--headroom P]
-        [--quantize auto|8bit|4bit|off]``: run the cell at a size that fits (see actions/fit)."""
+        [--quantize auto|8bit|4bit|off] [--probe]``: run the cell at a size that fits (see
+        actions/fit)."""
         try:
             options = parse_fit_line(line)
         except HelpShown:
@@ -208,6 +209,7 @@ class VramMagics(Magics):
                 headroom=options.headroom,
                 allowed=allowed,
                 accumulation_for=lambda size: effective // size if effective else None,
+                probe=options.probe,
             )
         return fit_view(dataclasses.replace(result, loads=tuple(loads)))
 

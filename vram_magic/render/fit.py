@@ -22,7 +22,12 @@ def fit_view(result: FitResult) -> View:
         f"attempt(s), {len(failed)} out of memory"
     )
     rows = [
-        (str(a.size), a.outcome, format_bytes(a.need, unknown="not measured"), f"{a.seconds:.2f}s")
+        (
+            str(a.size),
+            f"{a.outcome} (probe)" if a.probe else a.outcome,
+            format_bytes(a.need, unknown="not measured"),
+            f"{a.seconds:.2f}s",
+        )
         for a in result.attempts
     ]
     lines = [
