@@ -1,7 +1,7 @@
 """%%fit beside accelerate's find_executable_batch_size, on the same workloads and starts.
 
     python benchmarks/bench_fit.py                  # CUDA where there is a GPU, else the CPU
-    python benchmarks/bench_fit.py --device cpu --json out.json
+    python benchmarks/bench_fit.py --json out.json
 
 Both run under ``%vram limit``: without a GPU the CPU budget, which raises real
 ``torch.OutOfMemoryError``; on CUDA the caching allocator's cap, set to 16 times the workload's
@@ -23,42 +23,22 @@ from pathlib import Path
 
 from _timing import Table, finish, number
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from fit_workload import TRAIN, allocator_room, fits, largest_fitting
+
 WORKLOADS = {
     "MLP 64-2048-64, 120 MB": (
         "torch.nn.Sequential(torch.nn.Linear(64, 2048), torch.nn.ReLU(), "
         "torch.nn.Linear(2048, 64))",
-        "120MB",
+        120 * 10**6,
     ),
     "MLP 256-1024-1024-256, 200 MB": (
         "torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.GELU(), "
         "torch.nn.Linear(1024, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 256))",
-        "200MB",
+        200 * 10**6,
     ),
 }
-TRAIN = """
-x = torch.randn(batch_size, model[0].in_features, device=DEV)
-for _ in range(2):
-    loss = model(x).pow(2).mean()
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-del x, loss
-"""
-
-
 CUDA_SCALE = 16
-
-
-def limit_on(device: str, size: str) -> str:
-    """``size`` for the workload; on CUDA scaled, on top of what ``%vram limit`` counts outside
-    torch's allocator."""
-    if device == "cpu":
-        return size
-    import vram_magic
-    from vram_magic.actions.limit import parse_size
-
-    outside = vram_magic.report().devices[0].process_other or 0
-    return str(CUDA_SCALE * parse_size(size, None) + outside)
 
 
 def main() -> int:
@@ -67,27 +47,15 @@ def main() -> int:
     from IPython.core.interactiveshell import InteractiveShell
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("cuda", "cpu"), default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where %vram limit applies
+    scale = CUDA_SCALE if device == "cuda" else 1
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "vram_magic")
     namespace = shell.user_ns
     namespace.update(torch=torch, DEV=device)
     code = compile(TRAIN, "<train>", "exec")
-
-    def runs_at(size: int) -> bool:
-        namespace["batch_size"] = size
-        torch.cuda.empty_cache()  # each probe starts as %%fit's attempts do (no-op without CUDA)
-        try:
-            exec(code, namespace)
-            return True
-        except torch.OutOfMemoryError:
-            for name in ("x", "loss"):
-                namespace.pop(name, None)
-            shell.run_line_magic("vram", "free")
-            return False
 
     rows, ratios, first_ooms, rerun_ooms = [], [], [], []
     for workload, (model, limit) in WORKLOADS.items():
@@ -96,15 +64,9 @@ def main() -> int:
             f"model = {model}.to(DEV)\nopt = torch.optim.SGD(model.parameters(), lr=0.01)",
             namespace,
         )
-        runs_at(1)  # CUDA's libraries start before the limit is measured
-        shell.run_line_magic("vram", f"limit {limit_on(device, limit)}")
-        lo, hi = 1, 1
-        while runs_at(hi):
-            lo, hi = hi, hi * 2
-        while hi - lo > 1:
-            middle = (lo + hi) // 2
-            lo, hi = (middle, hi) if runs_at(middle) else (lo, middle)
-        true_max = lo
+        fits(shell, 1)  # CUDA's libraries start before the limit is measured
+        shell.run_line_magic("vram", f"limit {allocator_room(scale * limit)}")
+        true_max = largest_fitting(shell)
         for label, start in (("4x too large", 4 * true_max), ("8x too small", true_max // 8)):
             namespace["batch_size"] = start
             began = time.perf_counter()

@@ -12,6 +12,7 @@ effective batch exact with --accumulate. Without any memory reading it still con
 import re
 
 import pytest
+from fit_workload import TRAIN, allocator_room, largest_fitting
 from IPython.core.error import UsageError
 
 from vram_magic.actions.fit import torch_meter
@@ -28,42 +29,10 @@ opt = torch.optim.SGD(model.parameters(), lr=0.01)
 model(torch.randn(2, 64, device=DEV)).sum().backward()  # start CUDA's libraries before the limit
 opt.zero_grad()
 """
-TRAIN = """
-x = torch.randn(batch_size, 64, device=DEV)
-for _ in range(2):
-    loss = model(x).pow(2).mean()
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-del x, loss
-"""
 
 
 def run(shell, code):
     return shell.run_cell(code, store_history=True)
-
-
-def fits(shell, size: int) -> bool:
-    shell.user_ns["batch_size"] = size
-    torch.cuda.empty_cache()  # each probe starts as %%fit's attempts do (no-op without CUDA)
-    try:
-        exec(compile(TRAIN, "<probe>", "exec"), shell.user_ns)
-        return True
-    except torch.OutOfMemoryError:
-        for name in ("x", "loss"):  # what the failed run had bound
-            shell.user_ns.pop(name, None)
-        run(shell, "%vram free")
-        return False
-
-
-def limit_for(device: str) -> str:
-    """``ROOM`` for the training loop: on CUDA on top of the context and libraries, which
-    ``%vram limit`` counts outside torch's allocator."""
-    if device == "cpu":
-        return str(ROOM["cpu"])
-    import vram_magic
-
-    return str(ROOM["cuda"] + (vram_magic.report().devices[0].process_other or 0))
 
 
 @pytest.fixture(
@@ -82,14 +51,8 @@ def limit_for(device: str) -> str:
 def trained(shell, request):
     run(shell, f"%load_ext vram_magic\nimport torch\nDEV = {request.param!r}")
     run(shell, SETUP)
-    run(shell, f"%vram limit {limit_for(request.param)}")
-    lo, hi = 1, 1
-    while fits(shell, hi):
-        lo, hi = hi, hi * 2
-    while hi - lo > 1:
-        middle = (lo + hi) // 2
-        lo, hi = (middle, hi) if fits(shell, middle) else (lo, middle)
-    yield shell, lo
+    run(shell, f"%vram limit {allocator_room(ROOM[request.param])}")
+    yield shell, largest_fitting(shell)
     run(shell, "%vram limit off\ndel model, opt")
     run(shell, "%unload_ext vram_magic")
 

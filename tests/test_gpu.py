@@ -207,6 +207,7 @@ def test_from_pretrained_falls_back_to_8bit_under_a_cuda_limit(cuda_vram, tmp_pa
     between the 8-bit and the bfloat16 estimate, so %%fit loads it in 8-bit, on the GPU."""
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("bitsandbytes")
+    from fit_workload import allocator_room
     from test_census_shell import run
 
     import vram_magic
@@ -215,10 +216,9 @@ def test_from_pretrained_falls_back_to_8bit_under_a_cuda_limit(cuda_vram, tmp_pa
     transformers.AutoModelForCausalLM.from_config(medium).save_pretrained(tmp_path)
     needs = vram_magic.estimate(str(tmp_path)).weights
     room = (needs["int8"] + needs["bfloat16"]) // 2
-    outside = vram_magic.report().devices[0].process_other or 0
     cuda_vram.user_ns.update(batch_size=1, path=str(tmp_path))
     try:
-        vram_magic.limit(str(room + outside))
+        vram_magic.limit(allocator_room(room))
         result = run(
             cuda_vram,
             "%%fit\nfrom transformers import AutoModelForCausalLM\n"

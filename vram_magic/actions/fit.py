@@ -174,14 +174,14 @@ def fit(
             search.bad[size] = need
             clean_up(error)
             left = meter.in_use() - base if grown is not None else None
-            attempts.append(Attempt(size, "out of memory", need, seconds, left, probing))
+            attempts.append(Attempt(size, "out of memory", need, seconds, left, probe=probing))
             probes.clear()  # a larger probe would run out too
             last_oom = error
             if len([a for a in attempts if a.outcome != "fits"]) > max_oom:
                 break
         else:
             need = meter.grown()
-            attempts.append(Attempt(size, "fits", need, time.perf_counter() - began, None, probing))
+            attempts.append(Attempt(size, "fits", need, time.perf_counter() - began, probe=probing))
             search.good[size] = need
             if cached and len(attempts) == 1:
                 break  # the size this cell fitted before, in the same room, fits again
