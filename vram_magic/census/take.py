@@ -32,7 +32,7 @@ from vram_magic.census.model import (
 )
 from vram_magic.census.roots import Root, find_roots
 from vram_magic.census.tensors import StorageKey, TensorTypes, storage_key
-from vram_magic.census.walk import Walker
+from vram_magic.census.walk import Walker, modules_within
 
 ENTRIES_KEPT = 5
 CYCLES = "reference cycles (collectable)"
@@ -306,12 +306,18 @@ class _Census:
 
 
 def parameter_names(roots: list[Root], torch: Any) -> dict[int, str]:
-    """id(parameter) -> its name inside the module that owns it, for optimizer state labels."""
-    names: dict[int, str] = {}
+    """id(parameter) -> its name inside the module that owns it, for optimizer state labels:
+    modules that are roots first, then modules a root keeps nearby, so that
+    ``trainer.optimizer.state[transformer.wte.weight]`` is named like ``opt.state[0.weight]``."""
+    module = torch.nn.Module
+    modules = [root.value for root in roots if isinstance(root.value, module)]
     for root in roots:
-        if isinstance(root.value, torch.nn.Module):
-            for name, parameter in root.value.named_parameters():
-                names.setdefault(id(parameter), name)
+        if not isinstance(root.value, module):
+            modules.extend(modules_within(root.value, module))
+    names: dict[int, str] = {}
+    for owner in {id(m): m for m in modules}.values():
+        for name, parameter in owner.named_parameters():
+            names.setdefault(id(parameter), name)
     return names
 
 
