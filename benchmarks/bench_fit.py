@@ -70,15 +70,15 @@ def main() -> int:
         for label, start in (("4x too large", 4 * true_max), ("8x too small", true_max // 8)):
             namespace["batch_size"] = start
             began = time.perf_counter()
-            result = shell.run_cell(f"%%fit\n{TRAIN}# {workload} {label}").result.data
+            result = shell.run_cell(f"%%fit\n{TRAIN}# {workload} {label}").result.data.fits[0]
             ours_time = time.perf_counter() - began
             ours_ooms = sum(a.outcome != "fits" for a in result.attempts)
             namespace["batch_size"] = start
-            rerun = shell.run_cell(f"%%fit\n{TRAIN}# {workload} {label}").result.data
+            rerun = shell.run_cell(f"%%fit\n{TRAIN}# {workload} {label}").result.data.fits[0]
             namespace["batch_size"] = start
             probed = shell.run_cell(
                 f"%%fit --probe\n{TRAIN}# {workload} {label}, probed"
-            ).result.data
+            ).result.data.fits[0]
             calls = []
 
             @find_executable_batch_size(starting_batch_size=start)

@@ -67,10 +67,10 @@ def fit(shell, start: int, options: str = "", marker: str = ""):
     assert result.success, result.error_in_exec
     grads = sum(4 * p.numel() for p in shell.user_ns["model"].parameters())  # a run leaves these
     assert abs(meter.in_use() - used) <= grads + 64 * 1024  # no failed attempt left bytes
-    for attempt in result.result.data.attempts:
+    for attempt in result.result.data.fits[0].attempts:
         if attempt.outcome != "fits":  # after each OOM, back to where the cell started
             assert attempt.left is not None and attempt.left <= 64 * 1024, attempt
-    return result.result.data
+    return result.result.data.fits[0]
 
 
 def ooms(result) -> int:
@@ -112,7 +112,9 @@ def test_accumulate_keeps_the_effective_batch(trained):
     effective = 4 * true_max - (4 * true_max) % 8
     shell.user_ns["steps"] = 1
     shell.user_ns["batch_size"] = effective
-    result = run(shell, f"%%fit --batch-size batch_size --accumulate steps\n{TRAIN}").result.data
+    result = run(
+        shell, f"%%fit --batch-size batch_size --accumulate steps\n{TRAIN}"
+    ).result.data.fits[0]
     assert shell.user_ns["batch_size"] * shell.user_ns["steps"] == effective
     assert effective % result.size == 0 and result.accumulation == effective // result.size
 
@@ -146,7 +148,7 @@ def test_other_errors_run_once_and_propagate(shell):
 def test_bad_fit_input(shell):
     run(shell, "%load_ext vram_magic")
     shell.user_ns["batch_size"] = "large"
-    error = run(shell, "%%fit\npass").error_in_exec
+    error = run(shell, "%%fit\nsize = batch_size").error_in_exec
     assert isinstance(error, UsageError) and "batch_size must be a positive int" in str(error)
     error = run(shell, "%%fit --max-oom x\npass").error_in_exec
     assert isinstance(error, UsageError) and "invalid count value: 'x'" in str(error)

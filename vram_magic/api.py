@@ -7,10 +7,16 @@ They work in any IPython kernel (with or without ``%load_ext``) and in plain Pyt
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from vram_magic.actions.estimate import Estimate
 from vram_magic.actions.estimate import estimate as _estimate
+from vram_magic.actions.fit import FitResult
+from vram_magic.actions.fit_cell import CellFit
+from vram_magic.actions.fit_cell import fit_call as _fit_call
+from vram_magic.actions.fit_cell import fit_cell as _fit_cell
+from vram_magic.actions.fit_sizing import FitOptions
 from vram_magic.actions.free import FreeResult
 from vram_magic.actions.free import free as _free
 from vram_magic.actions.history import CellRecord
@@ -75,6 +81,27 @@ def estimate(model: Any, batch: int = 1, seq: int = 2048, train: str = "adam") -
     """Memory a model needs (``%vram estimate``): a module, a transformers config, a local folder
     or config.json, or a hub id (with the network or the Hugging Face cache)."""
     return _estimate(model, batch=batch, seq=seq, train=train)
+
+
+def fit(
+    call: Callable[..., Any],
+    *args: Any,
+    fit_options: FitOptions | None = None,
+    **kwargs: Any,
+) -> tuple[Any, FitResult]:
+    """``call(*args, **kwargs)`` at a batch size that fits (``%%fit`` for one call): a Trainer's
+    ``train``/``evaluate``/``predict`` (``vram_magic.fit(trainer.train)``), a pipeline
+    (``vram_magic.fit(classify, texts, batch_size=256)``), or any callable taking
+    ``batch_size=``. Returns the call's value and what was sized."""
+    shell = _shell()
+    options = fit_options or FitOptions()
+    return _fit_call(shell, _namespace(shell), call, args, kwargs, options)
+
+
+def fit_cell(code: str, options: FitOptions | None = None) -> CellFit:
+    """Run notebook code so that it fits (``%%fit``), in the notebook's namespace."""
+    shell = _shell()
+    return _fit_cell(shell, _namespace(shell), code, options or FitOptions())
 
 
 def limit(size: str) -> Limit | None:

@@ -20,11 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vram_magic.actions.loading import Load
 from vram_magic.actions.oom import is_oom, requested_bytes
 
 ROOM_BUCKET = 256 * 2**20
-_cache: dict[tuple[str, str, int], int] = {}
+_cache: dict[tuple[str, str, int], int] = {}  # (cell and call, device, room) -> size
 
 
 @dataclass(frozen=True)
@@ -38,14 +37,26 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Setting:
+    """One value a fit set, and where: ``trainer.args.gradient_accumulation_steps`` = 4."""
+
+    where: str
+    value: int
+
+
+@dataclass(frozen=True)
 class FitResult:
-    variable: str
+    sized: str  # what was sized: a variable, ``trainer.train()``, ``classify(...)``
     attempts: tuple[Attempt, ...]
-    size: int  # the size the cell last ran at, successfully
+    size: int  # the size the call last ran at, successfully
     accumulation: int | None
     room: int | None  # bytes the cell could use when it started
     from_cache: bool
-    loads: tuple[Load, ...] = ()  # models loaded in a smaller form than asked (--quantize)
+    settings: tuple[Setting, ...] = ()  # what the chosen size was written to
+    effective: int | None = None  # the effective batch (size x accumulation) kept exactly
+    inner: tuple[FitResult, ...] = ()  # fits inside this call: an evaluation inside train()
+    weights_restored: int = 0  # failed attempts whose optimizer steps were undone
+    weights_unguarded: int | None = None  # bytes of weights that could not be kept aside
 
     @property
     def failed_seconds(self) -> float:
@@ -60,6 +71,19 @@ class FitResult:
 
 
 @dataclass
+class Target:
+    """What one fit sizes: where the size goes, which sizes keep an effective batch exact, and
+    how to undo a failed attempt beyond what is released for every attempt."""
+
+    sized: str
+    start: int
+    apply: Callable[[int], tuple[Setting, ...]]  # writes the size; returns what it set
+    allowed: list[int] | None = None  # sizes that keep an exact effective batch, ascending
+    undo: Callable[[], None] = lambda: None
+    effective: int | None = None
+
+
+@dataclass
 class Meter:
     """Where memory is measured: live bytes now, how far use grew above the last ``reset`` at
     its peak (None: not measured), and the room a cell has."""
@@ -69,6 +93,9 @@ class Meter:
     reset: Callable[[], None]
     room: Callable[[], int | None]
     device: str
+
+
+BLIND = Meter(lambda: 0, lambda: None, lambda: None, lambda: None, "cpu")
 
 
 @dataclass
@@ -131,34 +158,34 @@ class _Search:
 
 def fit(
     run: Callable[[], None],
-    set_size: Callable[[int], None],
-    start: int,
+    target: Target,
     meter: Meter,
-    source: str,
-    variable: str,
+    key: str,
     clean_up: Callable[[BaseException], None],
     max_oom: int = 8,
     headroom: float = 0.05,
-    allowed: list[int] | None = None,
-    accumulation_for: Callable[[int], int | None] = lambda size: None,
     probe: bool = False,
+    shrink_only: bool = False,
 ) -> FitResult:
-    """Run ``run`` at sizes chosen from its measured memory; re-raise anything but an OOM."""
+    """Run ``run`` at sizes chosen from its measured memory; re-raise anything but an OOM.
+    ``shrink_only`` stops at the first size that fits (a fit nested in another one, unmeasured)."""
     room = meter.room()
-    key = (source, meter.device, (room or 0) // ROOM_BUCKET)
-    cached = key in _cache
-    search = _Search(room, headroom, allowed)
+    cache_key = (key, meter.device, (room or 0) // ROOM_BUCKET)
+    cached = cache_key in _cache
+    search = _Search(room, headroom, target.allowed)
     attempts: list[Attempt] = []
+    settings: tuple[Setting, ...] = ()
     last_oom: BaseException | None = None
+    start = target.start
     probes = (  # without a measure of the room, a probe teaches nothing
         sorted({search.snap(max(start // 16, 1)), search.snap(max(start // 8, 1))})
         if probe and room is not None and not cached
         else []
     )
     probing = bool(probes)
-    size: int | None = probes.pop(0) if probing else search.snap(_cache.get(key, start))
+    size: int | None = probes.pop(0) if probing else search.snap(_cache.get(cache_key, start))
     while size is not None:
-        set_size(size)
+        settings = target.apply(size)
         base = meter.in_use()
         meter.reset()
         began = time.perf_counter()
@@ -172,6 +199,7 @@ def fit(
             need = grown + asked if asked is not None and grown is not None else None
             seconds = time.perf_counter() - began
             search.bad[size] = need
+            target.undo()
             clean_up(error)
             left = meter.in_use() - base if grown is not None else None
             attempts.append(Attempt(size, "out of memory", need, seconds, left, probe=probing))
@@ -183,46 +211,31 @@ def fit(
             need = meter.grown()
             attempts.append(Attempt(size, "fits", need, time.perf_counter() - began, probe=probing))
             search.good[size] = need
-            if cached and len(attempts) == 1:
+            if (cached and len(attempts) == 1) or (shrink_only and not probing):
                 break  # the size this cell fitted before, in the same room, fits again
         probing = bool(probes)
         size = probes.pop(0) if probing else search.next_size()
     best = max(search.good, default=None)
     ended_well = attempts[-1].outcome == "fits" and attempts[-1].size == best
     if best is not None and not ended_well:  # leave the effects of a run at the chosen size
-        set_size(best)
+        settings = target.apply(best)
         run()
         attempts.append(Attempt(best, "fits", search.good[best], 0.0))
     if best is None:
         assert last_oom is not None
         raise last_oom  # the OOM report follows, as for any cell that ran out of memory
-    _cache[key] = best
+    _cache[cache_key] = best
+    accumulation = target.effective // best if target.effective else None
     return FitResult(
-        variable,
+        target.sized,
         tuple(attempts),
         best,
-        accumulation_for(best),
+        accumulation,
         room,
         cached,
+        settings=settings,
+        effective=target.effective,
     )
-
-
-def cell_runner(code: Any, namespace: dict[str, Any]) -> Callable[[], None]:
-    """Runs compiled cell code in the notebook's namespace. After an out-of-memory error the
-    names the attempt bound are put back as they were, so a failed attempt leaves no tensor."""
-
-    def attempt() -> None:
-        before = dict(namespace)
-        try:
-            exec(code, namespace)
-        except BaseException as error:
-            if is_oom(error):
-                for name in [n for n in namespace if n not in before]:
-                    del namespace[name]
-                namespace.update(before)
-            raise
-
-    return attempt
 
 
 def torch_meter() -> Meter:
@@ -247,7 +260,7 @@ def torch_meter() -> Meter:
             lambda: budget.limit - budget.used,
             "cpu",
         )
-    return Meter(lambda: 0, lambda: None, lambda: None, lambda: None, "cpu")
+    return BLIND
 
 
 def _cuda_meter(torch: Any) -> Meter:

@@ -10,10 +10,12 @@ the CUDA allocator's wording, which the OOM report and ``%%fit`` understand.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import re
 import sys
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +139,19 @@ _active: tuple[Limit, _CpuBudget | None] | None = None
 def cpu_budget() -> _CpuBudget | None:
     """The CPU budget in force, for ``%%fit`` to measure with."""
     return _active[1] if _active else None
+
+
+@contextlib.contextmanager
+def outside_budget() -> Iterator[None]:
+    """Tensors made in the block are not counted by the CPU budget: host-side copies (weights
+    kept aside by ``%%fit``), which a GPU machine keeps in host RAM, not on the card."""
+    if cpu_budget() is None:
+        yield
+        return
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes():
+        yield
 
 
 def current_limit() -> Limit | None:

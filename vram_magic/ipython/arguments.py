@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 from IPython.core.error import UsageError
 
+from vram_magic.actions.fit_sizing import FitOptions
+
 
 class HelpShown(Exception):
     """``--help`` printed its text; the magic has nothing more to do."""
@@ -173,16 +175,27 @@ def _fraction(text: str) -> float:
 _fraction.__name__ = "headroom (0 to 1)"
 
 
-def parse_fit_line(line: str) -> argparse.Namespace:
+def parse_fit_line(line: str) -> FitOptions:
     """Options of ``%%fit``; bad input -> one-line UsageError."""
     parser = _OneLineParser(prog="%%fit", description="run the cell at a batch size that fits")
-    parser.add_argument("--batch-size", default="batch_size", metavar="VAR")
-    parser.add_argument("--accumulate", default=None, metavar="VAR")
+    parser.add_argument("--batch-size", default=None, metavar="VAR")
+    accumulation = parser.add_mutually_exclusive_group()
+    accumulation.add_argument("--accumulate", default=None, metavar="VAR")
+    accumulation.add_argument("--no-accumulate", action="store_true")
     parser.add_argument("--max-oom", type=_count, default=8, metavar="N")
     parser.add_argument("--headroom", type=_fraction, default=0.05, metavar="P")
     parser.add_argument("--quantize", choices=("auto", "8bit", "4bit", "off"), default=None)
     parser.add_argument("--probe", action="store_true")
     try:
-        return parser.parse_args(shlex.split(line))
+        options = parser.parse_args(shlex.split(line))
     except ValueError as error:
         raise UsageError(f"%%fit: {error}") from None
+    return FitOptions(
+        batch_size=options.batch_size,
+        accumulate=options.accumulate,
+        keep_effective=not options.no_accumulate,
+        max_oom=options.max_oom,
+        headroom=options.headroom,
+        quantize=options.quantize,
+        probe=options.probe,
+    )

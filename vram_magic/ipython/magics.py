@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import importlib.util
 from collections.abc import Callable
@@ -16,11 +15,9 @@ from IPython.display import display
 
 from vram_magic import api
 from vram_magic.actions.estimate import EstimateError
-from vram_magic.actions.fit import cell_runner, torch_meter
-from vram_magic.actions.fit import fit as run_to_fit
-from vram_magic.actions.free import FreeError, clear_exception, release_stranded
+from vram_magic.actions.fit_sizing import FitError
+from vram_magic.actions.free import FreeError
 from vram_magic.actions.limit import LimitError, current_limit
-from vram_magic.actions.loading import Load, fitting_loads
 from vram_magic.actions.snapshot_store import SnapshotError, snapshot_root
 from vram_magic.ipython.arguments import HelpShown, parse_fit_line, parse_vram_line
 from vram_magic.ipython.live import LivePanels
@@ -134,9 +131,6 @@ def _in_notebook(shell: Any) -> bool:
     return "ipykernel" in type(shell).__module__
 
 
-_FORCED = {"8bit": "int8", "4bit": "nf4", "auto": None}
-
-
 @magics_class
 class VramMagics(Magics):
     """``%vram [subcommand] [options]``; ``%vram <subcommand> --help`` lists its options."""
@@ -162,56 +156,18 @@ class VramMagics(Magics):
 
     @cell_magic
     def fit(self, line: str, cell: str) -> View:
-        """``%%fit [--batch-size VAR] [--accumulate VAR] [--max-oom N] [--headroom P]
-        [--quantize auto|8bit|4bit|off] [--probe]``: run the cell at a size that fits (see
-        actions/fit)."""
+        """``%%fit [--batch-size VAR] [--accumulate VAR | --no-accumulate] [--max-oom N]
+        [--headroom P] [--quantize auto|8bit|4bit|off] [--probe]``: run the cell so that it
+        fits (see actions/fit_cell)."""
         try:
             options = parse_fit_line(line)
         except HelpShown:
             return None  # type: ignore[return-value]
-        namespace = self.shell.user_ns
-        for name in filter(None, (options.batch_size, options.accumulate)):
-            if not isinstance(namespace.get(name), int) or namespace[name] < 1:
-                raise UsageError(f"%%fit: {name} must be a positive int variable of the notebook")
-        start = namespace[options.batch_size]
-        effective = start * namespace[options.accumulate] if options.accumulate else None
-
-        def set_size(size: int) -> None:
-            namespace[options.batch_size] = size
-            if effective is not None:
-                namespace[options.accumulate] = effective // size
-
-        def clean_up(error: BaseException) -> None:
-            clear_exception(error)
-            release_stranded(self.shell, namespace)
-
-        attempt = cell_runner(compile(cell, "<%%fit cell>", "exec"), namespace)
-        release_stranded(self.shell, namespace)  # start from nothing stranded
-        meter = torch_meter()
-        quantize = options.quantize or ("auto" if "from_pretrained" in cell else "off")
-        loads: list[Load] = []
-        allowed = [d for d in range(1, effective + 1) if effective % d == 0] if effective else None
-        loading = (
-            fitting_loads(meter.room, loads, _FORCED.get(quantize))
-            if quantize != "off"
-            else contextlib.nullcontext()
-        )
-        with loading:
-            result = run_to_fit(
-                attempt,
-                set_size,
-                start,
-                meter,
-                cell,
-                options.batch_size,
-                clean_up,
-                max_oom=options.max_oom,
-                headroom=options.headroom,
-                allowed=allowed,
-                accumulation_for=lambda size: effective // size if effective else None,
-                probe=options.probe,
-            )
-        return fit_view(dataclasses.replace(result, loads=tuple(loads)))
+        try:
+            result = api.fit_cell(self.shell.transform_cell(cell), options)
+        except FitError as error:
+            raise UsageError(f"%%fit: {error}") from None
+        return fit_view(result)
 
     def _estimate(self, options: argparse.Namespace) -> View:
         """MODEL names a variable of the notebook when there is one, else a folder or hub id."""

@@ -1,0 +1,52 @@
+"""``%%fit`` and transformers pipelines: size the ``batch_size`` of a pipeline call.
+
+While a cell is fitted, ``Pipeline.__call__`` (which every task's pipeline ends in) is wrapped:
+a call over a list of inputs with a batch size above 1 (given in the call or when the pipeline
+was made) runs at the largest batch size that fits. A batch changes how many inputs go through
+the model at once, never what comes out for each. Inputs that stream (a generator, a dataset)
+are passed on as they are: their batches run after the call has returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from vram_magic.actions.fit import Setting, Target
+from vram_magic.actions.fit_sizing import Sizing, in_use, patched
+
+
+@contextlib.contextmanager
+def pipeline_calls(sizing: Sizing, cell: str) -> Iterator[None]:
+    """For the block, pipeline calls are sized as the module docstring says."""
+    if not in_use(cell, ("transformers",), ("transformers", "pipeline")):
+        yield
+        return
+    try:
+        from transformers import Pipeline
+    except ImportError:
+        yield
+        return
+
+    def make(original: Any) -> Any:
+        def call(self: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            start = kwargs.get("batch_size") or getattr(self, "_batch_size", None) or 1
+            if sizing.nested or start < 2 or not isinstance(inputs, (list, tuple)):
+                return original(self, inputs, *args, **kwargs)
+            name = sizing.name_of(self, type(self).__name__)
+            chosen = [start]
+
+            def apply(size: int) -> tuple[Setting, ...]:
+                chosen[0] = size
+                return (Setting(f"batch_size of {name}(...)", size),)
+
+            return sizing.run(
+                Target(f"{name}(...)", start, apply),
+                lambda: original(self, inputs, *args, **{**kwargs, "batch_size": chosen[0]}),
+            )
+
+        return call
+
+    with patched(Pipeline, "__call__", make):
+        yield

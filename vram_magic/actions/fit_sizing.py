@@ -1,0 +1,127 @@
+"""One ``%%fit`` cell (or one ``vram_magic.fit`` call) as a session of fits.
+
+A cell may size several calls (a ``Trainer``'s ``train()``, then its ``evaluate()``, a
+pipeline), and a call may hold another (the evaluation ``train()`` runs every N steps). The
+session holds what they share: the options, what every failed attempt releases, the results in
+order, and which fits are running now, so a fit inside another one only shrinks its own size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vram_magic.actions.fit import BLIND, FitResult, Target, fit, torch_meter
+from vram_magic.actions.free import clear_exception, release_stranded
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """``%%fit``'s options; ``batch_size``/``accumulate`` name variables or attribute paths."""
+
+    batch_size: str | None = None
+    accumulate: str | None = None
+    keep_effective: bool = True  # a Trainer's effective batch kept through accumulation
+    max_oom: int = 8
+    headroom: float = 0.05
+    quantize: str | None = None  # auto, 8bit, 4bit, off; None: auto when the cell loads a model
+    probe: bool = False
+
+
+class FitError(ValueError):
+    """Input ``%%fit`` cannot work with, said in one line."""
+
+
+@dataclass
+class Sizing:
+    shell: Any | None
+    namespace: dict[str, Any]
+    options: FitOptions
+    source: str  # the cell's code: with what a fit sizes, the key of the size cache
+    size_calls: bool = True  # size framework calls; False: a variable is sized, calls are guarded
+    results: list[FitResult] = field(default_factory=list)
+    _running: list[list[FitResult]] = field(default_factory=list)
+    before_attempt: list[Callable[[], None]] = field(default_factory=list)
+    after_oom: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def nested(self) -> bool:
+        """A fit is running: a call inside it is sized in place, by halving."""
+        return bool(self._running)
+
+    def name_of(self, value: Any, fallback: str) -> str:
+        """The notebook's name for ``value``, for a report the user can act on."""
+        return next(
+            (k for k, v in self.namespace.items() if v is value and not k.startswith("_")),
+            fallback,
+        )
+
+    def clean_up(self, error: BaseException, nested: bool = False) -> None:
+        """After an out-of-memory error: drop its frames, what frameworks kept from the attempt
+        (not inside another fit: that would undo the outer attempt's state), stranded memory."""
+        clear_exception(error)
+        if not nested:
+            for undo in self.after_oom:
+                undo()
+        release_stranded(self.shell, self.namespace)
+
+    def run(
+        self,
+        target: Target,
+        call: Callable[[], Any],
+        facts: Callable[[], dict[str, Any]] = dict,
+    ) -> Any:
+        """Fit ``target`` by running ``call`` at each size; the value of the run that fitted.
+        Nested in another fit it halves until a size fits, unmeasured (the outer fit's meter is
+        measuring the whole call). ``facts`` adds what the target learnt to the result."""
+        value: list[Any] = [None]
+        nested = self.nested
+
+        def attempt() -> None:
+            if not nested:
+                for prepare in self.before_attempt:
+                    prepare()
+            value[0] = call()
+
+        self._running.append([])
+        try:
+            result = fit(
+                attempt,
+                target,
+                BLIND if nested else torch_meter(),
+                f"{self.source}\0{target.sized}",
+                lambda error: self.clean_up(error, nested),
+                max_oom=self.options.max_oom,
+                headroom=self.options.headroom,
+                probe=self.options.probe and not nested,
+                shrink_only=nested,
+            )
+        finally:
+            inner = self._running.pop()
+        result = replace(result, inner=tuple(inner), **facts())
+        if nested:
+            if len(result.attempts) > 1:  # an evaluation that needed no change is not news
+                self._running[-1].append(result)
+        else:
+            self.results.append(result)
+        return value[0]
+
+
+def in_use(code: str, modules: tuple[str, ...], words: tuple[str, ...]) -> bool:
+    """Whether a framework can take part in ``code``: imported already, or named by it (a cell
+    may import it). Patching it otherwise would import it for nothing."""
+    return any(name in sys.modules for name in modules) or any(word in code for word in words)
+
+
+@contextlib.contextmanager
+def patched(owner: type, name: str, make: Callable[[Callable[..., Any]], Any]) -> Iterator[None]:
+    """``owner.name`` replaced by ``make(original)`` for the block, then put back."""
+    original = owner.__dict__[name]
+    setattr(owner, name, make(original))
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
