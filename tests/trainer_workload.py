@@ -48,13 +48,16 @@ def pad_batch(rows):
     return {"input_ids": padded("input_ids", 0), "labels": padded("labels", -100),
             "attention_mask": mask}
 
-def make_trainer(model, data, batch, steps=1, max_steps=2, cls=Trainer, **extra):
+def make_trainer(model, data, batch, steps=1, max_steps=2, cls=Trainer, eval_data=None, **extra):
     args = TrainingArguments(
         output_dir=OUTPUT, max_steps=max_steps, per_device_train_batch_size=batch,
         gradient_accumulation_steps=steps, report_to=[], save_strategy="no",
         logging_strategy="no", use_cpu=True, disable_tqdm=True, seed=0, **extra,
     )
-    return cls(model=model, args=args, train_dataset=data, data_collator=pad_batch)
+    return cls(
+        model=model, args=args, train_dataset=data, eval_dataset=eval_data,
+        data_collator=pad_batch,
+    )
 '''
 
 VOCAB = 500

@@ -81,6 +81,7 @@ class Target:
     allowed: list[int] | None = None  # sizes that keep an exact effective batch, ascending
     undo: Callable[[], None] = lambda: None
     effective: int | None = None
+    workload: str = ""  # what else tells one call's memory from another's with the same code
 
 
 @dataclass

@@ -92,7 +92,7 @@ class Sizing:
                 attempt,
                 target,
                 BLIND if nested else torch_meter(),
-                f"{self.source}\0{target.sized}",
+                f"{self.source}\0{target.sized}\0{target.workload}",
                 lambda error: self.clean_up(error, nested),
                 max_oom=self.options.max_oom,
                 headroom=self.options.headroom,

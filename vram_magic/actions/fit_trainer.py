@@ -158,7 +158,27 @@ def _train_target(
         return tuple(settings)
 
     allowed = divisors(effective) if effective is not None else None
-    return Target(f"{name}.train()", start, apply, allowed, rollback.undo, effective)
+    return Target(
+        f"{name}.train()",
+        start,
+        apply,
+        allowed,
+        rollback.undo,
+        effective,
+        workload=_workload(trainer, effective or start),
+    )
+
+
+def _workload(trainer: Any, batch: int) -> str:
+    """The model and data a Trainer runs, so that the same cell over another model or data set
+    does not start from this one's cached size."""
+    model = trainer.model
+    parameters = sum(p.numel() for p in model.parameters())
+    try:
+        rows = len(trainer.train_dataset)
+    except TypeError:
+        rows = None
+    return f"{type(model).__name__}:{parameters}:{rows}:{batch}"
 
 
 def _eval_target(sizing: Sizing, trainer: Any, method: str) -> Target:
@@ -169,7 +189,12 @@ def _eval_target(sizing: Sizing, trainer: Any, method: str) -> Target:
         args.per_device_eval_batch_size = size
         return (Setting(f"{name}.args.per_device_eval_batch_size", size),)
 
-    return Target(f"{name}.{method}()", args.per_device_eval_batch_size, apply)
+    return Target(
+        f"{name}.{method}()",
+        args.per_device_eval_batch_size,
+        apply,
+        workload=_workload(trainer, args.per_device_eval_batch_size),
+    )
 
 
 def _fit_train(sizing: Sizing, trainer: Any, call: Callable[[], Any]) -> Any:

@@ -1,0 +1,269 @@
+"""Shell tier: a bare %%fit over a real transformers Trainer, under the CPU budget.
+
+The scenario that sends people looking for this tool: a Trainer built with
+``per_device_train_batch_size=32`` runs out of memory on a small card. ``%%fit`` over
+``trainer.train()`` must train at the largest divisor of 32 that fits (found here by training
+fresh Trainers), keep the effective batch, finish the training, hand back every byte a failed
+attempt took, and rerun with no out-of-memory error. Evaluation is sized on its own batch, a
+failed attempt's optimizer steps are undone, and what accelerate prepared in a failed attempt is
+released.
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import trainer_workload as workload
+from IPython.core.error import UsageError
+
+from vram_magic.actions.fit import torch_meter
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU budget: no CUDA here")
+ROOM = 20 * 2**20  # with token_data(128, 64): batch 8 of 32's divisors fits, 16 does not
+LEFT = 64 * 1024  # what an attempt may leave after its clean-up (allocator bookkeeping)
+
+
+def run(shell, code):
+    return shell.run_cell(code, store_history=True)
+
+
+def fitted(shell, code):
+    result = run(shell, code)
+    assert result.success, result.error_in_exec
+    return result.result.data
+
+
+def ooms(result) -> int:
+    return sum(a.outcome != "fits" for a in result.attempts)
+
+
+def assert_clean_attempts(result) -> None:
+    for attempt in result.attempts:
+        if attempt.outcome != "fits":
+            assert attempt.left is not None and attempt.left <= LEFT, attempt
+
+
+@pytest.fixture
+def trainer_shell(vram):
+    workload.set_up(vram)
+    before = set(vram.user_ns)
+    yield vram
+    run(vram, "%vram limit off")
+    for name in set(vram.user_ns) - before:
+        vram.user_ns.pop(name, None)
+
+
+def test_bare_fit_trains_a_trainer_built_earlier(trainer_shell):
+    shell = trainer_shell
+    run(shell, "model = tiny_model('gpt2'); data = token_data(128, 64)")
+    run(shell, "trainer = make_trainer(model, data, 32)")
+    workload.limit_room(shell, ROOM)
+    assert not run(shell, "trainer.train()").success  # 32 does not fit: the seed's scenario
+    true_size = workload.largest_fitting_divisor(shell, "model", "data", 32)
+    assert 1 < true_size < 32
+    used = torch_meter().in_use()
+    result = fitted(shell, "%%fit\ntrainer.train()").fits[0]
+    trainer = shell.user_ns["trainer"]
+    assert result.sized == "trainer.train()"
+    assert result.size == true_size and result.accumulation == 32 // true_size
+    assert trainer.args.per_device_train_batch_size == true_size
+    assert trainer.args.gradient_accumulation_steps * true_size == 32 == result.effective
+    assert trainer.state.global_step == trainer.args.max_steps
+    assert ooms(result) >= 1
+    assert_clean_attempts(result)
+    optimizer_state = sum(
+        t.numel() * t.element_size()
+        for state in trainer.optimizer.state.values()
+        for t in state.values()
+        if torch.is_tensor(t)
+    )
+    assert torch_meter().in_use() - used <= optimizer_state + LEFT  # the trainer keeps only it
+    text = run(shell, "%%fit\ntrainer.train()").result.text
+    assert "(effective batch 32 kept)" in text and "cached" in text
+    rerun = run(shell, "%%fit\ntrainer.train()").result.data.fits[0]
+    assert ooms(rerun) == 0 and rerun.size == true_size
+    assert (
+        f"trainer.args.per_device_train_batch_size = {true_size}, "
+        f"gradient_accumulation_steps = {32 // true_size}"
+    ) in text
+
+
+def test_no_accumulate_keeps_the_accumulation(trainer_shell):
+    shell = trainer_shell
+    run(shell, "model = tiny_model('gpt2'); data = token_data(128, 64)")
+    run(shell, "trainer = make_trainer(model, data, 32, steps=2)")
+    workload.limit_room(shell, ROOM)
+    result = fitted(shell, "%%fit --no-accumulate\ntrainer.train()").fits[0]
+    trainer = shell.user_ns["trainer"]
+    assert result.effective is None and result.accumulation is None
+    assert trainer.args.gradient_accumulation_steps == 2
+    assert trainer.args.per_device_train_batch_size == result.size < 32
+
+
+def test_optimizer_steps_of_a_failed_attempt_are_undone(trainer_shell):
+    """Short rows first, long ones after, in order: 32 runs out at its second step, after one
+    optimizer step. The weights after %%fit equal a clean run's at the chosen size."""
+    shell = trainer_shell
+    run(
+        shell,
+        "from torch.utils.data import SequentialSampler\n"
+        "class InOrder(Trainer):\n"
+        "    def _get_train_sampler(self, *args, **kwargs):\n"
+        "        return SequentialSampler(self.train_dataset)\n"
+        "model = tiny_model('gpt2')\n"
+        "data = token_data(32, 16) + token_data(32, 128, seed=2)\n"
+        "trainer = make_trainer(model, data, 32, cls=InOrder)",
+    )
+    workload.limit_room(shell, ROOM)
+    shown = run(shell, "%%fit\ntrainer.train()").result
+    result = shown.data.fits[0]
+    assert result.weights_restored >= 1 and result.weights_unguarded is None
+    assert_clean_attempts(result)
+    assert "weights put back after" in shown.text
+    run(shell, "%vram limit off")
+    run(
+        shell,
+        "clean = tiny_model('gpt2')\n"
+        f"reference = make_trainer(clean, data, {result.size}, {result.accumulation}, cls=InOrder)\n"
+        "reference.train()",
+    )
+    fitted_weights = shell.user_ns["model"].state_dict()
+    for name, weight in shell.user_ns["clean"].state_dict().items():
+        assert torch.equal(fitted_weights[name], weight), name
+
+
+def test_evaluate_sizes_the_eval_batch_only(trainer_shell):
+    shell = trainer_shell
+    run(shell, "model = tiny_model('gpt2'); data = token_data(128, 64)")
+    run(
+        shell,
+        "trainer = make_trainer(model, data, 2, eval_data=data, per_device_eval_batch_size=128)",
+    )
+    workload.limit_room(shell, 6 * 2**20)
+    assert not run(shell, "trainer.evaluate()").success
+    result = fitted(shell, "%%fit\nmetrics = trainer.evaluate()").fits[0]
+    trainer = shell.user_ns["trainer"]
+    assert result.sized == "trainer.evaluate()" and ooms(result) >= 1
+    assert trainer.args.per_device_eval_batch_size == result.size < 128
+    assert trainer.args.per_device_train_batch_size == 2
+    assert "eval_loss" in shell.user_ns["metrics"]
+    assert_clean_attempts(result)
+
+
+def test_evaluation_inside_train_shrinks_only_the_eval_batch(trainer_shell):
+    shell = trainer_shell
+    run(shell, "model = tiny_model('gpt2'); data = token_data(128, 64)")
+    run(
+        shell,
+        "trainer = make_trainer(model, data, 2, max_steps=2, eval_data=data, "
+        "eval_strategy='steps', eval_steps=1, per_device_eval_batch_size=128)",
+    )
+    workload.limit_room(shell, 6 * 2**20)
+    result = fitted(shell, "%%fit\ntrainer.train()").fits[0]
+    trainer = shell.user_ns["trainer"]
+    assert ooms(result) == 0 and result.size == 2  # the train batch fitted as it was
+    assert trainer.args.per_device_train_batch_size == 2
+    assert trainer.state.global_step == 2
+    (evaluation,) = result.inner
+    assert evaluation.sized == "trainer.evaluate()" and ooms(evaluation) >= 1
+    assert trainer.args.per_device_eval_batch_size == evaluation.size < 128
+    assert any("eval_loss" in entry for entry in trainer.state.log_history)
+
+
+def test_what_accelerate_prepared_in_a_failed_attempt_is_released(trainer_shell):
+    shell = trainer_shell
+    run(
+        shell,
+        "from accelerate import Accelerator\n"
+        "accelerator = Accelerator(cpu=True)\n"
+        "batch_size = 4096",
+    )
+    workload.limit_room(shell, 40 * 2**20)
+    cell = (
+        "%%fit\n"
+        "net = torch.nn.Sequential(torch.nn.Linear(64, 1024), torch.nn.ReLU(), "
+        "torch.nn.Linear(1024, 64))\n"
+        "net, opt = accelerator.prepare(net, torch.optim.Adam(net.parameters()))\n"
+        "loss = net(torch.randn(batch_size, 64)).pow(2).mean()\n"
+        "accelerator.backward(loss)\n"
+        "opt.step()\n"
+        "del loss"
+    )
+    result = fitted(shell, cell).fits[0]
+    assert ooms(result) >= 1 and result.size < 4096
+    assert_clean_attempts(result)
+    accelerator = shell.user_ns["accelerator"]
+    fitting = sum(a.outcome == "fits" for a in result.attempts)
+    assert len(accelerator._models) == len(accelerator._optimizers) == fitting
+
+
+def test_attribute_paths_size_a_plain_loop(trainer_shell):
+    shell = trainer_shell
+    shell.user_ns["cfg"] = types.SimpleNamespace(batch_size=4096, steps=1)
+    run(shell, "net = torch.nn.Linear(64, 1024)")
+    workload.limit_room(shell, 30 * 2**20)
+    cell = (
+        "%%fit --batch-size cfg.batch_size --accumulate cfg.steps\n"
+        "out = net(torch.randn(cfg.batch_size, 64)).relu().sum()\n"
+        "del out"
+    )
+    result = fitted(shell, cell).fits[0]
+    cfg = shell.user_ns["cfg"]
+    assert ooms(result) >= 1 and cfg.batch_size == result.size < 4096
+    assert cfg.batch_size * cfg.steps == 4096
+    assert [s.where for s in result.settings] == ["cfg.batch_size", "cfg.steps"]
+
+
+@pytest.mark.parametrize(
+    ("line", "cell", "said"),
+    [
+        ("", "trainer.train()", "the Trainer has no train_dataset"),
+        ("--no-accumulate --accumulate steps", "trainer.train()", "not allowed with argument"),
+        ("--batch-size cfg.nope", "pass", "cfg.nope does not exist: cfg has no attribute 'nope'"),
+        ("--batch-size missing", "pass", "no variable named missing in this notebook"),
+        ("", "trainer.evaluate()", "the Trainer has no eval_dataset to evaluate on"),
+    ],
+)
+def test_bad_input_is_one_line(trainer_shell, line, cell, said):
+    shell = trainer_shell
+    shell.user_ns["cfg"] = types.SimpleNamespace(batch_size=8)
+    run(shell, "trainer = make_trainer(tiny_model('gpt2'), None, 8)")
+    error = run(shell, f"%%fit {line}\n{cell}").error_in_exec
+    assert isinstance(error, UsageError), error
+    assert said in str(error) and "\n" not in str(error)
+
+
+def test_twin_fits_a_trainer_call(trainer_shell):
+    import vram_magic
+
+    shell = trainer_shell
+    run(shell, "model = tiny_model('gpt2'); data = token_data(128, 64)")
+    run(shell, "trainer = make_trainer(model, data, 32)")
+    workload.limit_room(shell, ROOM)
+    output, result = vram_magic.fit(shell.user_ns["trainer"].train)
+    assert output.global_step == 2
+    assert result.sized == "trainer.train()" and result.effective == 32 and result.size < 32
+
+
+def test_a_variable_set_on_trainer_args_reaches_the_trainer(trainer_shell):
+    """The cell sets the Trainer's batch from notebook variables; the Trainer read its batch at
+    construction, so without %%fit's guard every attempt would run at 32."""
+    shell = trainer_shell
+    run(shell, "model = tiny_model('gpt2'); data = token_data(128, 64)")
+    run(shell, "trainer = make_trainer(model, data, 32)\nbs, acc = 32, 1")
+    workload.limit_room(shell, ROOM)
+    cell = (
+        "%%fit --batch-size bs --accumulate acc\n"
+        "trainer.args.per_device_train_batch_size = bs\n"
+        "trainer.args.gradient_accumulation_steps = acc\n"
+        "trainer.train()"
+    )
+    result = fitted(shell, cell).fits[0]
+    trainer = shell.user_ns["trainer"]
+    assert result.size == shell.user_ns["bs"] == trainer._train_batch_size < 32
+    assert shell.user_ns["bs"] * shell.user_ns["acc"] == 32
+    assert trainer.state.global_step == trainer.args.max_steps
+    assert_clean_attempts(result)
