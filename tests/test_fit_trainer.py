@@ -127,7 +127,8 @@ def test_optimizer_steps_of_a_failed_attempt_are_undone(trainer_shell):
     run(
         shell,
         "clean = tiny_model('gpt2')\n"
-        f"reference = make_trainer(clean, data, {result.size}, {result.accumulation}, cls=InOrder)\n"
+        f"reference = make_trainer(clean, data, {result.size}, {result.accumulation}, "
+        "cls=InOrder)\n"
         "reference.train()",
     )
     fitted_weights = shell.user_ns["model"].state_dict()
