@@ -126,6 +126,21 @@ def test_demo_fits_a_cell_under_a_limit(executed):
     assert 0 < size < 40_000
 
 
+def test_demo_fits_a_trainer(executed):
+    """The seed's story with a Trainer: it runs out at 32, the report says what to set, a bare
+    %%fit trains at a size that fits with the effective batch kept."""
+    failed = next(c for c in executed.cells if c.source == "trainer.train()")
+    report = next(o for o in outputs(failed) if o.output_type == "display_data")
+    assert "per_device_train_batch_size=" in report["data"]["text/plain"]
+    fitted = next(c for c in executed.cells if c.source == "%%fit\ntrainer.train()")
+    plain = next(o for o in outputs(fitted) if o.output_type == "execute_result")
+    assert "(effective batch 32 kept)" in plain["data"]["text/plain"]
+    printed = next(c for c in executed.cells if c.source.startswith("print(\n    \"batch\""))
+    words = outputs(printed)[0]["text"].split()
+    batch, accumulation, steps = int(words[1]), int(words[4]), int(words[-1])
+    assert batch * accumulation == 32 and batch < 32 and steps == 2
+
+
 def test_demo_snapshots_and_restores(executed):  # type: ignore[no-untyped-def]
     def text(marker: str) -> str:
         cell = next(c for c in executed.cells if c.cell_type == "code" and marker in c.source)
