@@ -25,7 +25,7 @@ from typing import Any
 from vram_magic.actions.fit import FitResult, Setting, Target, torch_meter
 from vram_magic.actions.fit_accelerate import accelerate_references
 from vram_magic.actions.fit_pipeline import pipeline_calls
-from vram_magic.actions.fit_sizing import FitError, FitOptions, Sizing
+from vram_magic.actions.fit_sizing import FitError, FitOptions, KeywordSize, Sizing
 from vram_magic.actions.fit_trainer import trainer_calls
 from vram_magic.actions.free import release_stranded
 from vram_magic.actions.loading import Load, fitting_loads
@@ -186,36 +186,35 @@ def fit_call(
 ) -> tuple[Any, FitResult]:
     """``call(*args, **kwargs)`` run so that it fits: a Trainer's ``train``/``evaluate``/
     ``predict``, a pipeline, or any callable that takes ``batch_size=``."""
-    source = getattr(call, "__qualname__", type(call).__qualname__)
     method = _trainer_method(call)
-    by_keyword = method is None and "batch_size" in kwargs and not _is_pipeline(call)
-    if method is None and not by_keyword and not _is_pipeline(call):
+    framework = method is not None or _is_pipeline(call)
+    if not framework and "batch_size" not in kwargs:
         raise FitError(
             "nothing to size: give a Trainer's train/evaluate/predict, a pipeline, "
             "or a call with batch_size="
         )
-    sizing = Sizing(shell, namespace, options, source, size_calls=not by_keyword)
+    source = getattr(call, "__qualname__", type(call).__qualname__)
+    sizing = Sizing(shell, namespace, options, source, size_calls=framework)
     release_stranded(shell, namespace)
-    chosen = [kwargs.get("batch_size", 1)]
-    with _frameworks(sizing, source + " transformers"):
-        if by_keyword:
-
-            def apply(size: int) -> tuple[Setting, ...]:
-                chosen[0] = size
-                return (Setting(f"batch_size of {source}(...)", size),)
-
-            if not isinstance(chosen[0], int) or chosen[0] < 1:
-                raise FitError("batch_size must be a positive int")
-            value = sizing.run(
-                Target(f"{source}(...)", chosen[0], apply),
-                lambda: call(*args, **{**kwargs, "batch_size": chosen[0]}),
-            )
-        else:
+    with _frameworks(sizing, source):
+        if not framework:
+            value = _fit_keyword(sizing, call, args, kwargs, source)
+        else:  # a Trainer's method bound before the wrappers were in place: bind it again
             bound = getattr(call.__self__, method) if method else call  # type: ignore[attr-defined]
             value = bound(*args, **kwargs)
     if not sizing.results:
         raise FitError("nothing was sized: the pipeline call had no batch_size above 1")
     return value, sizing.results[0]
+
+
+def _fit_keyword(
+    sizing: Sizing, call: Callable[..., Any], args: tuple, kwargs: dict[str, Any], source: str
+) -> Any:
+    start = kwargs["batch_size"]
+    if not isinstance(start, int) or isinstance(start, bool) or start < 1:
+        raise FitError("batch_size must be a positive int")
+    size = KeywordSize(f"{source}(...)", start)
+    return sizing.run(size.target, lambda: call(*args, **{**kwargs, "batch_size": size.value}))
 
 
 def _is_pipeline(call: Any) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vram_magic.actions.fit import BLIND, FitResult, Target, fit, torch_meter
+from vram_magic.actions.fit import BLIND, FitResult, Setting, Target, fit, torch_meter
 from vram_magic.actions.free import clear_exception, release_stranded
 
 
@@ -108,6 +108,18 @@ class Sizing:
         else:
             self.results.append(result)
         return value[0]
+
+
+class KeywordSize:
+    """A size each attempt passes as ``batch_size=`` to its call (a pipeline, a function)."""
+
+    def __init__(self, sized: str, start: int) -> None:
+        self.value = start
+        self.target = Target(sized, start, self._apply)
+
+    def _apply(self, size: int) -> tuple[Setting, ...]:
+        self.value = size
+        return (Setting(f"batch_size of {self.target.sized}", size),)
 
 
 def in_use(code: str, modules: tuple[str, ...], words: tuple[str, ...]) -> bool:
