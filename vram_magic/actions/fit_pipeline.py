@@ -3,8 +3,9 @@
 While a cell is fitted, ``Pipeline.__call__`` (which every task's pipeline ends in) is wrapped:
 a call over a list of inputs with a batch size above 1 (given in the call or when the pipeline
 was made) runs at the largest batch size that fits. A batch changes how many inputs go through
-the model at once, never what comes out for each. Inputs that stream (a generator, a dataset)
-are passed on as they are: their batches run after the call has returned.
+the model at once, never what comes out for each. transformers batches only a list (a tuple, or
+one chat, is one input), so only a list is sized; inputs that stream (a generator, a dataset) are
+passed on as they are: their batches run after the call has returned.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from vram_magic.actions.fit import Setting, Target
-from vram_magic.actions.fit_sizing import Sizing, in_use, patched
+from vram_magic.actions.fit_sizing import KeywordSize, Sizing, in_use, patched
 
 
 @contextlib.contextmanager
@@ -32,18 +32,12 @@ def pipeline_calls(sizing: Sizing, cell: str) -> Iterator[None]:
     def make(original: Any) -> Any:
         def call(self: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
             start = kwargs.get("batch_size") or getattr(self, "_batch_size", None) or 1
-            if sizing.nested or start < 2 or not isinstance(inputs, (list, tuple)):
+            if sizing.nested or start < 2 or not isinstance(inputs, list) or len(inputs) < 2:
                 return original(self, inputs, *args, **kwargs)
-            name = sizing.name_of(self, type(self).__name__)
-            chosen = [start]
-
-            def apply(size: int) -> tuple[Setting, ...]:
-                chosen[0] = size
-                return (Setting(f"batch_size of {name}(...)", size),)
-
+            size = KeywordSize(f"{sizing.name_of(self, type(self).__name__)}(...)", start)
             return sizing.run(
-                Target(f"{name}(...)", start, apply),
-                lambda: original(self, inputs, *args, **{**kwargs, "batch_size": chosen[0]}),
+                size.target,
+                lambda: original(self, inputs, *args, **{**kwargs, "batch_size": size.value}),
             )
 
         return call
