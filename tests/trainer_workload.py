@@ -13,19 +13,20 @@ SETUP = '''
 import torch, transformers
 from transformers import Trainer, TrainingArguments
 
-def tiny_model(kind="gpt2", seed=0):
+def tiny_model(kind="gpt2", seed=0, width=64):
     """A GPT-2- or BERT-shaped language model, randomly initialised from a config."""
     torch.manual_seed(seed)
     if kind == "gpt2":
         config = transformers.GPT2Config(
-            n_layer=2, n_embd=64, n_head=2, vocab_size=VOCAB, n_positions=256
+            n_layer=2, n_embd=width, n_head=2, vocab_size=VOCAB, n_positions=512,
+            bos_token_id=0, eos_token_id=0,
         )
-        return transformers.GPT2LMHeadModel(config)
+        return transformers.GPT2LMHeadModel(config).to(DEVICE)
     config = transformers.BertConfig(
-        vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=128, max_position_embeddings=256,
+        vocab_size=VOCAB, hidden_size=width, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=2 * width, max_position_embeddings=512,
     )
-    return transformers.BertForMaskedLM(config)
+    return transformers.BertForMaskedLM(config).to(DEVICE)
 
 def token_data(count, length, seed=1):
     generator = torch.Generator().manual_seed(seed)
@@ -52,7 +53,7 @@ def make_trainer(model, data, batch, steps=1, max_steps=2, cls=Trainer, eval_dat
     args = TrainingArguments(
         output_dir=OUTPUT, max_steps=max_steps, per_device_train_batch_size=batch,
         gradient_accumulation_steps=steps, report_to=[], save_strategy="no",
-        logging_strategy="no", use_cpu=True, disable_tqdm=True, seed=0, **extra,
+        logging_strategy="no", use_cpu=DEVICE == "cpu", disable_tqdm=True, seed=0, **extra,
     )
     return cls(
         model=model, args=args, train_dataset=data, eval_dataset=eval_data,
@@ -63,18 +64,30 @@ def make_trainer(model, data, batch, steps=1, max_steps=2, cls=Trainer, eval_dat
 VOCAB = 500
 
 
-def set_up(shell: Any) -> None:
-    """Define the workload's helpers in the shell's namespace."""
-    shell.user_ns.update(VOCAB=VOCAB, OUTPUT=tempfile.mkdtemp(prefix="vram_magic-trainer-"))
+def set_up(shell: Any, device: str = "cpu") -> None:
+    """Define the workload's helpers in the shell's namespace, for models on ``device``."""
+    shell.user_ns.update(
+        VOCAB=VOCAB, DEVICE=device, OUTPUT=tempfile.mkdtemp(prefix="vram_magic-trainer-")
+    )
     shell.run_cell(SETUP, store_history=False, silent=True)
 
 
 def limit_room(shell: Any, room: int) -> int:
-    """``%vram limit`` at the CPU tensor bytes alive now plus ``room``; returns the limit."""
+    """``%vram limit`` at what this kernel holds now plus ``room``; returns the limit. On CUDA
+    that is torch's reserved memory and the CUDA context (a limit counts both); on the CPU the
+    live tensor bytes the budget counts."""
+    import torch
+
     import vram_magic
     from vram_magic.actions.limit import cpu_budget
 
     gc.collect()
+    if torch.cuda.is_available():
+        vram_magic.limit("off")
+        torch.cuda.empty_cache()
+        held = torch.cuda.memory_reserved() + (vram_magic.report().devices[0].process_other or 0)
+        vram_magic.limit(str(held + room))
+        return held + room
     vram_magic.limit("1TB")
     budget = cpu_budget()
     assert budget is not None, "the CPU budget is for machines without CUDA"
