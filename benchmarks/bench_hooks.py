@@ -1,7 +1,7 @@
 """Cell-hooks benchmark: ms that vram_magic's cell hooks add to every cell; exits 1 on a miss.
 
     python benchmarks/bench_hooks.py               # 1000 cells per configuration and heap
-    python benchmarks/bench_hooks.py --quick       # smoke run: 100 cells, peers 10
+    python benchmarks/bench_hooks.py --quick       # smoke run: 100 cells, peers 10, session 1000
     python benchmarks/bench_hooks.py --json out.json
 
 One real IPython shell runs the trivial cell ``x = 1`` (stored in history) under each
@@ -11,6 +11,12 @@ that uses vram_magic. The baseline (no extension) and vram_magic alternate in ro
 machine's drift hits both alike. The peers, ipyexperiments' CellLogger and ipython_memory_usage,
 cost 50-150 ms a cell, so they run only --peer-cells cells each; they have no target, and a peer
 that cannot be installed, imported or started prints why instead of a figure.
+
+The long session then starts a fresh namespace and runs 5,000 cells each with and without the
+hooks, in alternating blocks of the one session: vram_magic stays loaded (its history keeps every
+record), only its cell hooks come off during the baseline's blocks. IPython adds an ``_iN`` name
+per cell, so a hook that walks the namespace costs more with every cell; the target is that the
+added ms over the first fifth of the cells and over the last fifth are within 20% of each other.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ HEAP_TEXT = {
     "small": "default namespace",
     "big": "1,000 tensors t0..t999 + 1,000,000 lists",
 }
+TARGET_LONG_DRIFT = 1.2  # the larger of the first and last fifth's added ms / the smaller
+LONG_BLOCK = 100  # cells each configuration runs before the other one's turn
 RATIO_FLOOR_MS = 0.01  # below this vram_magic's added time is noise; ratios use the floor
 SETTLE_S = 2.0  # how long a stopped peer's threads get to end before we count them as leaked
 
@@ -214,16 +222,112 @@ def measure_heap(
     return baseline, ours, peers
 
 
+def measure_long_session(shell: Any, cells: int) -> tuple[Measured, Measured]:
+    """``cells`` cells each for the baseline and vram_magic, alternating in blocks, in one fresh
+    session; vram_magic's note says how many records its history kept."""
+    from vram_magic.ipython.extension import loaded_in
+
+    shell.reset(new_session=True)
+    shell.run_cell("import torch", store_history=True)
+    baseline, ours = Measured(Configuration.name), Measured(VramMagic.name)
+    config = VramMagic(shell)
+    hooks_before, threads_before = hook_count(shell), threading.active_count()
+    with contextlib.redirect_stdout(io.StringIO()):
+        config.start()
+    ours.hooks = hook_count(shell) - hooks_before
+    state = loaded_in(shell)
+    assert state is not None
+    hooks = state.hooks
+    while len(ours.samples) < cells:
+        block = min(LONG_BLOCK, cells - len(ours.samples))
+        hooks.unregister()
+        run_cells(shell, block, baseline, threads_before)
+        hooks.register()
+        run_cells(shell, block, ours, threads_before)
+    kept = f"history keeps {len(hooks.recorder.records):,} records (warm-up cells too)"
+    ours.notes += [kept, f"{hooks.recorder.dropped} dropped", *config.stop()]
+    return baseline, ours
+
+
+def print_long_session(baseline: Measured, ours: Measured, results: list[dict[str, Any]]) -> bool:
+    """The long-session rows; True when vram_magic's added ms stayed flat."""
+    cells = len(ours.samples)
+    fifth = max(1, cells // 5)
+    first, last = slice(0, fifth), slice(cells - fifth, cells)
+    print(
+        f"long session: {cells:,} cells per configuration from a fresh namespace, alternating in "
+        f"blocks of {LONG_BLOCK} (no peers); first: ms a cell over cells 1-{fifth:,}, last: over "
+        f"{cells - fifth + 1:,}-{cells:,}; drift: the larger over the smaller (of added ms for "
+        "vram_magic)"
+    )
+    table = Table(
+        [
+            ("configuration", -26),
+            ("cells", 5),
+            ("first ms", 8),
+            ("last ms", 8),
+            ("added first", 11),
+            ("added last", 10),
+            ("drift", 5),
+            ("target", 7),
+            ("  note", -6),
+        ]
+    )
+    base = (median(baseline.samples[first]), median(baseline.samples[last]))
+    added = (median(ours.samples[first]) - base[0], median(ours.samples[last]) - base[1])
+    floored = [max(value, RATIO_FLOOR_MS) for value in added]
+    drifts = {
+        baseline.name: max(base) / min(base),
+        ours.name: max(floored) / min(floored),
+    }
+    ok = not ours.problem and drifts[ours.name] <= TARGET_LONG_DRIFT
+    for row in (baseline, ours):
+        is_ours = row is ours
+        shown = (median(row.samples[first]), median(row.samples[last]))
+        table.print_row(
+            [
+                row.name,
+                str(len(row.samples)),
+                number(shown[0]),
+                number(shown[1]),
+                number(added[0] if is_ours else None),
+                number(added[1] if is_ours else None),
+                f"{drifts[row.name]:.2f}",
+                f"<= {TARGET_LONG_DRIFT:g}" if is_ours else "-",
+                "  " + row.note() + ("" if not is_ours or ok else "  MISSED"),
+            ]
+        )
+        results.append(
+            {
+                "heap": "long session",
+                "configuration": row.name,
+                "cells": len(row.samples),
+                "first_ms": finite(shown[0]),
+                "last_ms": finite(shown[1]),
+                "added_first_ms": finite(added[0]) if is_ours else None,
+                "added_last_ms": finite(added[1]) if is_ours else None,
+                "drift": finite(drifts[row.name]),
+                "target_drift": TARGET_LONG_DRIFT if is_ours else None,
+                "note": row.note(),
+            }
+        )
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, help="cells per configuration (default 1000)")
     parser.add_argument("--peer-cells", type=int, help="cells per peer (default 50)")
     parser.add_argument("--rounds", type=int, default=5, help="baseline/vram_magic alternations")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 100 cells, peers 10")
+    parser.add_argument("--long-cells", type=int, help="long-session cells (default 5000)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 100 cells, peers 10, long session 1000"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     cells = args.cells or (100 if args.quick else 1000)
     peer_cells = args.peer_cells or (10 if args.quick else 50)
+    long_cells = args.long_cells or (1000 if args.quick else 5000)
 
     import torch
     from IPython.core.interactiveshell import InteractiveShell
@@ -242,6 +346,8 @@ def main() -> int:
         objects[heap] = len(gc.get_objects())
         print(f"measuring the {heap} heap ({objects[heap]:,} GC-tracked objects)", file=sys.stderr)
         measured[heap] = measure_heap(shell, cells, peer_cells, args.rounds)
+    print(f"measuring a long session ({long_cells:,} cells each)", file=sys.stderr)
+    long_session = measure_long_session(shell, long_cells)
 
     setup = f"python {sys.version.split()[0]} · torch {torch.__version__} · cell {CELL!r}"
     print(f"vram_magic cell-hooks benchmark · {setup}")
@@ -304,6 +410,8 @@ def main() -> int:
                     "note": row.note(),
                 }
             )
+    if not print_long_session(*long_session, results):
+        missed.append("vram_magic over a long session")
     return finish(setup, results, missed, args.json)
 
 

@@ -33,6 +33,28 @@ def test_cells_record_before_after_peak_and_new_names(vram):
     run(vram, "del kept")
 
 
+def grew(shell, code):
+    run(shell, code)
+    return dict(vram_magic.history()[-1].grew)
+
+
+def test_grew_names_what_the_cell_bound_even_out_of_its_sight(vram):
+    run(vram, "def bind():\n    global bound\n    bound = torch.ones(1000)")
+    assert grew(vram, "bind()") == {"bound": 4000}  # bound in a function: a new name
+    assert grew(vram, "bound.resize_(2000)") == {"bound": 8000}  # in place, by a cell naming it
+    run(vram, "def rebind():\n    global bound\n    bound = torch.ones(2**20)")
+    assert grew(vram, "rebind()") == {"bound": 4 * MB}  # rebound by a function the cell names
+    assert grew(vram, "del bound") == {}
+    assert grew(vram, "bound = torch.ones(2**20)") == {"bound": 4 * MB}  # not the deleted one's
+    run(vram, "def unbind():\n    global bound\n    del bound")
+    run(vram, "unbind()")
+    assert grew(vram, "bind()") == {"bound": 4000}  # nothing left of it after unbind()
+    run(vram, "class Keeper:\n    def grow(self):\n        held.append(torch.ones(2**24))")
+    run(vram, "held, keeper = [], Keeper()")
+    assert grew(vram, "keeper.grow()") == {"held": 64 * MB}  # in place, out of sight: memory moved
+    run(vram, "del bound, bind, rebind, unbind, held, Keeper, keeper")
+
+
 def test_history_magic_shows_table_and_chart(vram):
     run(vram, "small = torch.ones(1000)")
     run(vram, "other = 1")

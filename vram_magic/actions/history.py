@@ -1,8 +1,11 @@
 """Per-cell history: memory before, after and at the peak of each cell, and which names grew.
 
 Runs in IPython's ``pre_run_cell``/``post_run_cell`` hooks, so it must stay far below a
-millisecond: no ``gc.collect()``, no heap scan. Names are re-measured only when they were rebound,
-or, for containers and modules that change in place, when the cell changed memory at all.
+millisecond: no ``gc.collect()``, no heap scan, and no walk over the namespace, which IPython grows
+by an ``_iN`` name every cell. A cell's work scales with what it touched: the names its source
+mentions, the names bound since the last cell and, when memory moved or names were deleted, the
+user's names seen before (a module or container may have grown in place). The history keeps the
+last ``HISTORY_LENGTH`` cells.
 """
 
 from __future__ import annotations
@@ -12,16 +15,22 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
+from types import FunctionType
 from typing import Any
 
 from vram_magic.census.tensors import storage_key
 from vram_magic.readings.cell_memory import CellMarks, MemoryMark
 from vram_magic.readings.sampler import sampler
 
+# About 1 KB a record: at most ~10 MB, and more cells than a notebook session runs in practice.
 HISTORY_LENGTH = 10_000
 _CHANGED = 1 << 20  # memory moved by more than 1 MiB: containers may have grown in place
 _SHALLOW_ITEMS = 256
 _IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
+# ASCII that cannot be in a name, as spaces: what splits a source into its words (UTF-8 bytes of
+# non-ASCII letters are kept), about 7 times faster than a regular expression on an 8 KB cell.
+_NOT_NAME = bytes(c if c >= 128 or chr(c).isalnum() or chr(c) == "_" else 32 for c in range(256))
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -77,25 +86,57 @@ def shallow_bytes(value: Any) -> int:
     return 0
 
 
+def _touched(source: str, namespace: dict[str, Any]) -> set[str]:
+    """The words of a cell's source (code, strings and comments: ``globals()["x"]`` binds x),
+    with the names in the functions it mentions (a ``global`` statement binds out of sight)."""
+    code = source.encode("utf-8", "surrogatepass").translate(_NOT_NAME)
+    words = set(code.decode("utf-8", "surrogatepass").split())
+    functions = (namespace[name] for name in namespace.keys() & words)
+    return words.union(*(f.__code__.co_names for f in functions if type(f) is FunctionType))
+
+
 class NameSizes:
     """Tensor bytes per top-level name, remembered between cells."""
 
     def __init__(self) -> None:
         self._known: dict[str, tuple[int, int]] = {}  # name -> (id of value, bytes)
         self.first_cell: dict[str, int] = {}
+        self._last: str | None = None  # the namespace's last name at the last update
+        self._length = 0  # and its length then
 
     def update(
-        self, namespace: dict[str, Any], memory_moved: bool, cell: int | None
+        self,
+        namespace: dict[str, Any],
+        memory_moved: bool,
+        cell: int | None,
+        source: str | None = None,
     ) -> list[tuple[str, int]]:
-        grew = []
+        """The names now holding more tensor bytes, largest first. ``source``, the cell's code,
+        tells which names it could have touched (``_touched``); None takes every name as touched:
+        a full update, at start or after an action between cells."""
+        touched = namespace.keys() if source is None else _touched(source, namespace)
         known = self._known
+        inserted, deleted = self._inserted(namespace)
+        names = dict.fromkeys(inserted)
+        names.update(dict.fromkeys(namespace.keys() & touched))
+        names.update(dict.fromkeys(known.keys() & touched))  # with those the cell deleted
+        if memory_moved or deleted:  # containers may have grown in place; or prune the deleted
+            names.update(dict.fromkeys(known))
+        grew = []
         tensor = getattr(sys.modules.get("torch"), "Tensor", None)
-        for name, value in namespace.items():
-            if name[0] == "_" or name in _IPYTHON_NAMES:
+        for name in names:
+            if not isinstance(name, str) or name.startswith("_") or name in _IPYTHON_NAMES:
+                continue
+            value = namespace.get(name, _MISSING)
+            if value is _MISSING:
+                known.pop(name, None)
+                self.first_cell.pop(name, None)
                 continue
             previous = known.get(name)
-            unchanged = previous is not None and previous[0] == id(value)
-            if unchanged and (not memory_moved or type(value) is tensor):
+            same = previous is not None and previous[0] == id(value)
+            # The same object can have grown in place: a tensor only through code that names it
+            # (resize_, set_), a module or container by code anywhere, measured when memory moved.
+            if same and not (name in touched if type(value) is tensor else memory_moved):
                 continue
             size = shallow_bytes(value)
             known[name] = (id(value), size)
@@ -103,12 +144,25 @@ class NameSizes:
                 grew.append((name, size))
                 if cell is not None:
                     self.first_cell.setdefault(name, cell)
-        if len(known) > len(namespace):
-            for name in [n for n in known if n not in namespace]:
-                del known[name]
-                self.first_cell.pop(name, None)
-        grew.sort(key=lambda item: -item[1])
+        self._last = next(reversed(namespace), None)
+        self._length = len(namespace)
+        grew.sort(key=lambda item: (-item[1], item[0]))
         return grew
+
+    def _inserted(self, namespace: dict[str, Any]) -> tuple[list[str], bool]:
+        """The names bound since the last update, and whether any were deleted. A dict keeps
+        insertion order, so new names come after the last update's last name: read from the end
+        back to it. If fewer names come before it than did, some were deleted; if more, it was
+        itself deleted and bound again, and names may hide before it: take them all."""
+        inserted = []
+        for name in reversed(namespace):
+            if name == self._last:
+                break
+            inserted.append(name)
+        before = len(namespace) - len(inserted)
+        if before > self._length:
+            return list(namespace), True
+        return inserted, before < self._length
 
     def largest(self, count: int) -> tuple[tuple[str, int], ...]:
         """The ``count`` names holding the most tensor bytes, as of the last update."""
@@ -134,10 +188,11 @@ def _process_marks(peaks: dict[int, int]) -> tuple[MemoryMark, ...]:
 
 
 class CellRecorder:
-    """Keeps the last ``HISTORY_LENGTH`` cells."""
+    """Keeps the last ``length`` cells, and counts those it dropped to stay within it."""
 
-    def __init__(self) -> None:
-        self.records: deque[CellRecord] = deque(maxlen=HISTORY_LENGTH)
+    def __init__(self, length: int = HISTORY_LENGTH) -> None:
+        self.records: deque[CellRecord] = deque(maxlen=length)
+        self.dropped = 0
         self.names = NameSizes()
         self._marks = CellMarks()
         self._before: tuple[MemoryMark, ...] | None = None  # None: no cell started
@@ -176,8 +231,9 @@ class CellRecorder:
             started_at=self._wall,
             seconds=seconds,
             memory=memory,
-            grew=tuple(self.names.update(namespace, moved, cell)),
+            grew=tuple(self.names.update(namespace, moved, cell, self._source)),
             error=type(error).__name__ if error is not None else None,
         )
+        self.dropped += len(self.records) == self.records.maxlen
         self.records.append(record)
         return record
