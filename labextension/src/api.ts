@@ -3,17 +3,28 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+/*
+ * The reply interfaces below are what vram_magic/server/usage.py and handlers.py send, field for
+ * field: tests/test_server_contract.py parses every interface of this file and checks the JSON
+ * of /vram/devices and /vram/kernels against them, both ways. Keep them to what its parser reads:
+ * fields typed with string, number, boolean, null, `true`/`false`, string literals, arrays
+ * (`T[]`), inline `{ ... }` objects and the `I...` interfaces here, joined by `|`; `?` for a
+ * field that may be absent; no generics, `extends`, `any`/`unknown` or index signatures.
+ */
+
 /** One of this user's processes on a GPU; `kernel_id` names the kernel it is, if any. */
 export interface IGpuProcess {
   pid: number;
   /** Null where NVML withholds the figure. */
   bytes: number | null;
+  /** The process's executable name (`python3`), as the OS reports it. */
+  name: string | null;
   kernel_id: string | null;
 }
 
-/** A GPU as NVML numbers it: `index` is `3`, or `"3:1"` for a MIG slice. */
+/** A GPU as NVML numbers it: `index` is `"3"`, or `"3:1"` for a MIG slice. */
 export interface IDevice {
-  index: number | string;
+  index: string;
   name: string | null;
   uuid: string;
   /** Null when NVML could not read the memory; `problems` says why. */
@@ -24,7 +35,8 @@ export interface IDevice {
   processes: IGpuProcess[];
   /** Processes of other users: NVML gives their memory but not who they are. */
   other_users: { count: number; bytes: number };
-  problems?: string[];
+  /** What NVML could not read about this GPU; empty when nothing failed. */
+  problems: string[];
 }
 
 export interface IDevicesReply {
@@ -34,9 +46,10 @@ export interface IDevicesReply {
 }
 
 export interface IKernelDevice {
-  uuid: string;
+  /** Null when the kernel reported memory on a GPU whose UUID torch could not read. */
+  uuid: string | null;
   /** Null when only the kernel itself reported the memory and NVML does not list the GPU. */
-  index: number | string | null;
+  index: string | null;
   bytes: number;
   source: 'nvml' | 'kernel';
 }
@@ -65,8 +78,6 @@ export interface IKernel {
 export interface IKernelsReply {
   /** Largest `bytes` first. */
   kernels: IKernel[];
-  /** Whether the server can restart a kernel and restore its variables. */
-  restart: boolean;
 }
 
 export interface IFreeReply {

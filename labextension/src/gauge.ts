@@ -1,6 +1,7 @@
 /** One GPU's gauge: a stacked bar with a legend, updated in place on every reading. */
 
 import { IDevice } from './api';
+import { KernelOwner } from './current';
 import { element } from './dom';
 import { formatBytes, formatPart } from './format';
 import { IGaugeParts } from './usage';
@@ -25,22 +26,21 @@ export class Gauge {
       const entry = element('li', 'vram-magic-legend-entry');
       entry.dataset.part = key;
       const value = element('span', 'vram-magic-legend-value');
-      entry.append(
-        element('span', 'vram-magic-swatch'),
-        element('span', 'vram-magic-legend-label', label),
-        value
-      );
+      const name = element('span', 'vram-magic-legend-label', label);
+      entry.append(element('span', 'vram-magic-swatch'), name, value);
       legend.append(entry);
       this._segments.set(key, segment);
+      this._labels.set(key, name);
       this._values.set(key, value);
     }
     this.node.append(this._name, this._total, bar, legend, this._note);
   }
 
-  update(device: IDevice, parts: IGaugeParts): void {
+  /** `owner`: whose kernel `parts.current` is, for its label. */
+  update(device: IDevice, parts: IGaugeParts, owner: KernelOwner | null): void {
     const { total, used, utilization } = device;
     this.node.dataset.uuid = device.uuid;
-    this.node.dataset.index = String(device.index);
+    this.node.dataset.index = device.index;
     // most names start "NVIDIA ", which a narrow sidebar cannot spare; the tooltip keeps it
     const model = device.name?.replace(/^NVIDIA /, '');
     this._name.textContent = `GPU ${device.index}` + (model ? ` · ${model}` : '');
@@ -48,7 +48,9 @@ export class Gauge {
     const busy = utilization === null ? '' : ` · ${utilization}% busy`;
     this._total.textContent =
       total === null ? 'memory unknown' : `${formatPart(used ?? 0, total)} used${busy}`;
-    for (const { key, label } of PARTS) {
+    for (const { key, label: fixed } of PARTS) {
+      const label = key === 'current' && owner === 'console' ? 'This console' : fixed;
+      this._labels.get(key)!.textContent = label;
       const bytes = parts[key];
       const segment = this._segments.get(key)!;
       segment.style.flexBasis = total ? `${(100 * bytes) / total}%` : '0';
@@ -56,7 +58,7 @@ export class Gauge {
       this._values.get(key)!.textContent = formatBytes(bytes);
     }
     const strangers = device.other_users;
-    const notes = [...(device.problems ?? [])];
+    const notes = [...device.problems];
     if (strangers.count) {
       const processes = `${strangers.count} process${strangers.count === 1 ? '' : 'es'}`;
       notes.unshift(`${processes} of other users hold ${formatBytes(strangers.bytes)}`);
@@ -68,5 +70,6 @@ export class Gauge {
   private readonly _total = element('div', 'vram-magic-gauge-total');
   private readonly _note = element('div', 'vram-magic-gauge-note');
   private readonly _segments = new Map<keyof IGaugeParts, HTMLElement>();
+  private readonly _labels = new Map<keyof IGaugeParts, HTMLElement>();
   private readonly _values = new Map<keyof IGaugeParts, HTMLElement>();
 }

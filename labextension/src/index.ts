@@ -4,13 +4,16 @@
  */
 
 import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { IConsoleTracker } from '@jupyterlab/console';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
 
+import { CurrentKernel } from './current';
 import { VramPoller } from './poller';
 import { RestartRequests } from './restarts';
+import { followSettings } from './settings';
 import { VramSidebar } from './sidebar';
 import { VramStatus } from './statusbar';
 
@@ -33,24 +36,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'GPU memory per device and per kernel, in a sidebar and the status bar.',
   autoStart: true,
   // all optional, so the plugin also loads in Notebook 7 and in trimmed-down shells
-  optional: [ILabShell, INotebookTracker, IStatusBar, ISettingRegistry],
+  optional: [ILabShell, INotebookTracker, IStatusBar, ISettingRegistry, IConsoleTracker],
   activate: (
     app: JupyterFrontEnd,
     labShell: ILabShell | null,
-    tracker: INotebookTracker | null,
+    notebooks: INotebookTracker | null,
     statusBar: IStatusBar | null,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    consoles: IConsoleTracker | null
   ) => {
     const { serviceManager } = app;
     const poller = new VramPoller(serviceManager.serverSettings, DEFAULT_INTERVAL_S);
     new RestartRequests(poller, serviceManager.serverSettings);
-    const currentKernel = () => tracker?.currentWidget?.sessionContext.session?.kernel?.id ?? null;
+    const current = new CurrentKernel({ notebook: notebooks, console: consoles }, app.shell);
 
     const sidebar = new VramSidebar({
       poller,
       serverSettings: serviceManager.serverSettings,
       kernels: serviceManager.kernels,
-      currentKernel
+      current
     });
     sidebar.id = SIDEBAR_ID;
     sidebar.title.icon = chipIcon;
@@ -64,28 +68,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const openSidebar = () => app.shell.activateById(SIDEBAR_ID);
     let status: VramStatus | null = null;
     if (statusBar) {
-      status = new VramStatus(poller, currentKernel, openSidebar);
+      status = new VramStatus(poller, current, openSidebar);
       statusBar.registerStatusItem(`${PLUGIN_ID}-status`, { item: status, align: 'left', rank: 4 });
     } else if (!labShell) {
       // Notebook 7 has no status bar: its menu bar's row holds such indicators, between the
       // kernel's status (rank 10010) and "Not Trusted" (11000)
-      status = new VramStatus(poller, currentKernel, openSidebar);
+      status = new VramStatus(poller, current, openSidebar);
       app.shell.add(status, 'menu', { rank: 10500 });
     }
 
-    tracker?.currentChanged.connect(() => {
+    current.changed.connect(() => {
       sidebar.refresh();
       status?.refresh();
     });
 
     if (settingRegistry) {
-      void settingRegistry.load(PLUGIN_ID).then(settings => {
-        const apply = () => {
-          poller.intervalSeconds = settings.get('refreshInterval').composite as number;
-        };
-        apply();
-        settings.changed.connect(apply);
-      });
+      void followSettings(settingRegistry, PLUGIN_ID, poller);
     }
   }
 };

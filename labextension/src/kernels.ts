@@ -24,8 +24,6 @@ const BUTTONS: { action: Action; label: string; pending: string }[] = [
 
 const READY = new Set(['idle', 'starting']);
 
-const NO_RESTART = 'Restart & restore arrives with the snapshot feature';
-
 /** A few of the largest tensors or objects the kernel reported. */
 const TOP_SHOWN = 3;
 
@@ -50,9 +48,8 @@ export class KernelRow {
     this.node.append(head, this._detail, buttons, this._result);
   }
 
-  update(kernel: IKernel, current: boolean, canRestart: boolean): void {
+  update(kernel: IKernel, current: boolean): void {
     this._kernel = kernel;
-    this._canRestart = canRestart;
     this.node.classList.toggle('vram-magic-current', current);
     this._name.textContent = kernelLabel(kernel);
     this._name.title = [
@@ -76,9 +73,7 @@ export class KernelRow {
       const button = this._buttons.get(action)!;
       button.textContent = this._pending === action ? pending : label;
       let why = '';
-      if (action === 'restart' && !this._canRestart) {
-        why = NO_RESTART;
-      } else if (action !== 'shutdown' && !READY.has(state)) {
+      if (action !== 'shutdown' && !READY.has(state)) {
         // the server takes these only from a kernel between cells (409 otherwise); a kernel
         // started without a browser tab stays "starting" on the server, yet answers
         why = `The kernel is ${state}`;
@@ -123,7 +118,6 @@ export class KernelRow {
   }
 
   private _kernel: IKernel;
-  private _canRestart = false;
   private _pending: Action | null = null;
   private readonly _actions: IKernelActions;
   private readonly _name = element('span', 'vram-magic-kernel-name');

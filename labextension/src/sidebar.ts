@@ -5,6 +5,7 @@ import { Kernel, ServerConnection } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
 import { freeKernel, IKernel, restartKernel } from './api';
+import { ICurrentKernel } from './current';
 import { element, syncChildren } from './dom';
 import { Gauge } from './gauge';
 import { IKernelActions, KernelRow } from './kernels';
@@ -15,8 +16,8 @@ export interface ISidebarOptions {
   poller: VramPoller;
   serverSettings: ServerConnection.ISettings;
   kernels: Kernel.IManager;
-  /** The id of the current notebook's kernel, if any. */
-  currentKernel: () => string | null;
+  /** The kernel of the current notebook or console. */
+  current: ICurrentKernel;
 }
 
 export class VramSidebar extends Widget {
@@ -55,7 +56,7 @@ export class VramSidebar extends Widget {
   }
 
   protected onUpdateRequest(): void {
-    const { poller, currentKernel } = this._options;
+    const { poller, current } = this._options;
     const { snapshot, problem } = poller;
     this._showBanner(problem, snapshot === null);
     this.toggleClass('vram-magic-stale', problem !== null);
@@ -68,12 +69,12 @@ export class VramSidebar extends Widget {
       this._empty.textContent = '';
       return;
     }
-    const currentId = currentKernel();
+    const currentId = current.id;
     const { devices, reason } = snapshot.devices;
-    const { kernels, restart } = snapshot.kernels;
+    const { kernels } = snapshot.kernels;
     const gauges = devices.map(device => {
       const gauge = this._gauge(device.uuid);
-      gauge.update(device, gaugeParts(device, kernels, currentId));
+      gauge.update(device, gaugeParts(device, kernels, currentId), current.owner);
       return gauge.node;
     });
     if (!devices.length) {
@@ -83,7 +84,7 @@ export class VramSidebar extends Widget {
     syncChildren(this._gauges, gauges);
     const rows = kernels.map(kernel => {
       const row = this._row(kernel);
-      row.update(kernel, kernel.id === currentId, restart);
+      row.update(kernel, kernel.id === currentId);
       return row.node;
     });
     syncChildren(this._kernelList, rows);

@@ -1,17 +1,18 @@
-/** The status-bar item: the current notebook's kernel on its largest GPU, `VRAM 5.1 / 8.0 GiB`. */
+/** The status-bar item: the current notebook's or console's kernel on its largest GPU, `VRAM 5.1 / 8.0 GiB`. */
 
 import { Widget } from '@lumino/widgets';
 
+import { ICurrentKernel } from './current';
 import { formatBytes, formatPart } from './format';
 import { VramPoller } from './poller';
 import { kernelUsage } from './usage';
 
 export class VramStatus extends Widget {
-  constructor(poller: VramPoller, currentKernel: () => string | null, onClick: () => void) {
+  constructor(poller: VramPoller, current: ICurrentKernel, onClick: () => void) {
     super();
     this.addClass('vram-magic-status');
     this._poller = poller;
-    this._currentKernel = currentKernel;
+    this._current = current;
     this.node.addEventListener('click', onClick);
     poller.changed.connect(this.refresh, this);
     this.refresh();
@@ -19,14 +20,14 @@ export class VramStatus extends Widget {
 
   refresh(): void {
     const { snapshot, problem } = this._poller;
-    const id = this._currentKernel();
+    const { id, owner } = this._current;
     const usage = snapshot && id && !problem ? kernelUsage(snapshot, id) : null;
     if (usage) {
       const { bytes, device, total } = usage;
       const free = device.free === null ? '' : `, ${formatBytes(device.free)} free`;
       this.node.textContent = `VRAM ${formatPart(bytes, total)}`;
       this.node.title =
-        `This notebook's kernel holds ${formatBytes(bytes)} of GPU ${device.index} ` +
+        `This ${owner ?? 'notebook'}'s kernel holds ${formatBytes(bytes)} of GPU ${device.index} ` +
         `(${device.name ?? device.uuid}${free}). Click for the VRAM panel.`;
     } else {
       this.node.textContent = 'VRAM –';
@@ -35,7 +36,7 @@ export class VramStatus extends Widget {
   }
 
   private readonly _poller: VramPoller;
-  private readonly _currentKernel: () => string | null;
+  private readonly _current: ICurrentKernel;
 }
 
 function statusUnknown(failed: boolean, reason: string | null, kernelId: string | null): string {
@@ -45,5 +46,5 @@ function statusUnknown(failed: boolean, reason: string | null, kernelId: string 
   if (reason) {
     return reason;
   }
-  return kernelId ? 'Reading GPU memory…' : 'No notebook kernel.';
+  return kernelId ? 'Reading GPU memory…' : 'No notebook or console kernel.';
 }

@@ -88,9 +88,7 @@ class KernelsHandler(VramHandler):
     @authorized
     async def get(self) -> None:
         kernels = await self.kernel_facts()
-        body = kernels_json(read_machine(), kernels, directory)
-        body["restart"] = True
-        self.reply(body)
+        self.reply(kernels_json(read_machine(), kernels, directory))
 
 
 class FreeHandler(VramHandler):
