@@ -12,6 +12,7 @@ from typing import Any
 from vram_magic.actions.free import clear_exception
 from vram_magic.actions.history import CellRecord, CellRecorder
 from vram_magic.actions.oom import explain_oom, is_oom
+from vram_magic.actions.oom_frameworks import read_failure
 from vram_magic.census.take import take_census
 from vram_magic.config import settings
 from vram_magic.ipython.live import LivePanels
@@ -78,6 +79,7 @@ class CellHooks:
         devices = read_report().devices
         if not is_oom(error, devices):
             return
+        failure = read_failure(error, self.shell.user_ns)  # while its frames still hold it
         if settings.clear_frames_on_oom:
             clear_exception(error)
         census = take_census(self.shell, self.shell.user_ns, created=self.recorder.names.first_cell)
@@ -88,6 +90,7 @@ class CellHooks:
             record,
             self.shell.user_ns,
             settings.clear_frames_on_oom,
+            failure=failure.measured(),
         )
         from IPython.display import display
 

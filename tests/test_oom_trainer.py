@@ -1,0 +1,195 @@
+"""Shell tier, real transformers: the out-of-memory report speaks the failed cell's terms (a
+Trainer's arguments, a batch variable, ``generate``'s KV cache) with numbers computed from what
+the cell measured, and the sizes it suggests really fit.
+
+Each test runs out of memory under ``%vram limit`` (the CPU budget, real OutOfMemoryErrors),
+reads the report the post-run hook printed, and then runs at the suggested size.
+"""
+
+import shutil
+
+import pytest
+from trainer_workload import limit_room, set_up, train_fits
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU budget: no CUDA here")
+
+MiB = 2**20
+HELPERS = (
+    "transformers",
+    "Trainer",
+    "TrainingArguments",
+    "tiny_model",
+    "token_data",
+    "pad_batch",
+    "make_trainer",
+    "VOCAB",
+    "DEVICE",
+)
+
+
+def run(shell, code):
+    return shell.run_cell(code, store_history=True)
+
+
+@pytest.fixture
+def reports(monkeypatch):
+    """Every OomReport the post-run hook displays, as it is rendered."""
+    from vram_magic.ipython import hooks
+
+    seen = []
+    render = hooks.oom_view
+
+    def view(report):
+        seen.append(report)
+        return render(report)
+
+    monkeypatch.setattr(hooks, "oom_view", view)
+    return seen
+
+
+@pytest.fixture
+def notebook(vram):
+    """The shell with the Trainer workload's helpers; the limit and every name a test made
+    removed afterwards (``names``: what the test binds)."""
+    import vram_magic
+
+    set_up(vram)
+    names: list[str] = []
+    yield vram, names
+    vram_magic.limit("off")
+    shutil.rmtree(vram.user_ns.pop("OUTPUT"), ignore_errors=True)
+    for name in (*HELPERS, *names):
+        vram.user_ns.pop(name, None)
+
+
+def report_of(shell, capsys, reports, code):
+    """Run ``code``, which must run out of memory: (the printed report, the OomReport)."""
+    capsys.readouterr()
+    result = run(shell, code)
+    assert isinstance(result.error_in_exec, torch.OutOfMemoryError), result.error_in_exec
+    out = capsys.readouterr().out
+    assert "vram_magic: out of memory" in out, out
+    return out[out.index("vram_magic: out of memory") :], reports[-1]
+
+
+def distinct_estimates(report):
+    from vram_magic.render.units import format_bytes
+
+    shown = [format_bytes(fix.saves) for fix in report.fixes if fix.estimate]
+    return len(shown) == len(set(shown))
+
+
+def test_a_trainer_gets_its_own_arguments_and_a_batch_that_fits(notebook, reports, capsys):
+    shell, names = notebook
+    names += ["model", "data", "trainer"]
+    setup = run(
+        shell,
+        "model = tiny_model('gpt2'); data = token_data(128, 64)\n"
+        "trainer = make_trainer(model, data, 32)",
+    )
+    assert setup.success, setup.error_in_exec
+    limit_room(shell, 20 * MiB)
+    out, report = report_of(shell, capsys, reports, "trainer.train()")
+    fixes = {fix.action: fix for fix in report.fixes}
+
+    batch = fixes["a smaller batch, same effective batch"]
+    chosen = dict(batch.setting)
+    size, steps = chosen["per_device_train_batch_size"], chosen["gradient_accumulation_steps"]
+    assert size * steps == 32 and size <= 16 and batch.estimate
+    assert (
+        f"per_device_train_batch_size={size}, gradient_accumulation_steps={steps} "
+        "(effective batch 32 kept)" in out
+    ), out
+    assert "%%fit" in out
+
+    params = sum(p.numel() for p in shell.user_ns["model"].parameters())  # all trainable fp32
+    activations = report.measured.activations
+    layers = shell.user_ns["model"].config.n_layer
+    assert fixes["gradient checkpointing"].saves == activations * (layers - 1) // layers
+    assert fixes["bf16 mixed precision"].saves == activations // 2 - 2 * params
+    assert fixes["8-bit optimizer"].saves == (8 - 2) * params
+    assert not fixes["8-bit optimizer"].estimate
+    assert fixes["gradient checkpointing"].estimate and fixes["bf16 mixed precision"].estimate
+    for setting in ("gradient_checkpointing=True", 'optim="adamw_bnb_8bit"', "bf16=True"):
+        assert setting in out, setting
+    assert distinct_estimates(report), out
+
+    assert train_fits(shell, "model", "data", size, steps)  # the suggested size really fits
+    assert size * 2 > 16 or not train_fits(shell, "model", "data", size * 2, steps // 2)
+
+
+LOOP = """
+for step in range(2):
+    x = torch.randn(batch_size, 256)
+    loss = net(x).square().mean()
+    loss.backward()
+net.zero_grad(set_to_none=True)
+"""
+
+
+def test_a_plain_loop_gets_its_batch_variable(notebook, reports, capsys):
+    shell, names = notebook
+    names += ["net", "batch_size", "x", "loss", "step"]
+    run(
+        shell,
+        "net = torch.nn.Sequential(\n"
+        "    torch.nn.Linear(256, 2048), torch.nn.GELU(), torch.nn.Linear(2048, 256)\n"
+        ")\nbatch_size = 512",
+    )
+    limit_room(shell, 12 * MiB)
+    out, report = report_of(shell, capsys, reports, LOOP)
+    fixes = {fix.action: fix for fix in report.fixes}
+    batch = fixes["a smaller batch"]
+    ((name, size),) = batch.setting
+    assert name == "batch_size" and batch.assign and 1 <= size <= 256
+    assert f"batch_size = {size}" in out and "%%fit" in out
+    kept = fixes["free what the failed cell kept"]  # the loop's names hold the graph
+    assert kept.how == "%vram free loss x" and kept.how in out
+    assert distinct_estimates(report), out
+
+    run(shell, kept.how)
+    shell.user_ns["batch_size"] = size
+    again = run(shell, LOOP)
+    assert again.success, again.error_in_exec  # the suggested batch really fits
+
+
+GENERATE = "out = model.generate(prompts, max_new_tokens={}, do_sample=False, pad_token_id=0)"
+
+
+def test_generate_gets_its_kv_cache(notebook, reports, capsys):
+    shell, names = notebook
+    names += ["model", "prompts", "out"]
+    run(
+        shell,
+        "config = transformers.GPT2Config(n_layer=4, n_embd=128, n_head=4, vocab_size=100)\n"
+        "model = transformers.GPT2LMHeadModel(config).eval(); del config\n"
+        "prompts = torch.randint(0, 100, (32, 4))",
+    )
+    limit_room(shell, 2 * MiB)  # the prompts fit, and the cache runs out a few tokens later
+    out, report = report_of(shell, capsys, reports, GENERATE.format(100))
+    config = shell.user_ns["model"].config
+
+    def cache(batch, new_tokens):  # keys and values of every layer, float32
+        head_dim = config.n_embd // config.n_head
+        return 2 * config.n_layer * batch * (4 + new_tokens) * config.n_head * head_dim * 4
+
+    from vram_magic.render.units import format_bytes
+
+    assert report.kv_cache.nbytes() == cache(32, 100)
+    assert f"= {format_bytes(cache(32, 100))}" in out and "32 prompts x (4 + 100 tokens)" in out
+    fixes = {fix.action: fix for fix in report.fixes}
+    prompts = fixes["fewer prompts per generate call"]
+    assert 1 <= prompts.prompts <= 16 and not prompts.estimate
+    assert prompts.saves == cache(32, 100) - cache(prompts.prompts, 100)
+    assert f"generate on {prompts.prompts} prompts per call" in out
+    shorter = fixes["fewer new tokens"]
+    ((name, new_tokens),) = shorter.setting
+    assert name == "max_new_tokens" and 1 <= new_tokens <= 50
+    assert shorter.saves == cache(32, 100) - cache(32, new_tokens)
+    assert f"max_new_tokens={new_tokens}" in out
+    assert "halve the batch" not in fixes and "gradient checkpointing" not in fixes
+
+    again = run(shell, GENERATE.format(new_tokens))
+    assert again.success, again.error_in_exec  # the cut cache really fits
