@@ -114,3 +114,19 @@ def test_a_request_larger_than_the_gpu_points_at_the_shape(vram):
     report = explain_oom(error, take_census(vram, vram.user_ns), devices, None, {}, True)
     first = report.fixes[0]
     assert first.action == "check the failed allocation's shape" and first.saves == 1024 * GiB
+
+
+def test_no_two_guesses_show_the_same_number():
+    from vram_magic.actions.oom import Fix, _distinct_guesses
+
+    fixes = [
+        Fix("halve the batch", 100, "", True),
+        Fix("gradient checkpointing", 100, "", True),
+        Fix("free stranded memory", 100, "%vram free"),
+        Fix("a model half the size", 40, "", True),
+    ]
+    assert [f.action for f in _distinct_guesses(fixes)] == [
+        "halve the batch",
+        "free stranded memory",
+        "a model half the size",
+    ]

@@ -291,7 +291,21 @@ def _fixes(
     fixes.extend(_model_fixes(models))
     fixes = [fix for fix in fixes if fix.saves > 0]
     fixes.sort(key=lambda fix: -fix.saves)
-    return fixes
+    return _distinct_guesses(fixes)
+
+
+def _distinct_guesses(fixes: list[Fix]) -> list[Fix]:
+    """Two guesses of the same size tell the reader nothing apart (a 2-layer model's
+    checkpointing and half its batch): the first, more direct one stays."""
+    guessed: set[int] = set()
+    kept = []
+    for fix in fixes:
+        if fix.estimate:
+            if fix.saves in guessed:
+                continue
+            guessed.add(fix.saves)
+        kept.append(fix)
+    return kept
 
 
 def explain_oom(
