@@ -197,8 +197,7 @@ def test_what_accelerate_prepared_in_a_failed_attempt_is_released(trainer_shell)
     assert ooms(result) >= 1 and result.size < 4096
     assert_clean_attempts(result)
     accelerator = shell.user_ns["accelerator"]
-    fitting = sum(a.outcome == "fits" for a in result.attempts)
-    assert len(accelerator._models) == len(accelerator._optimizers) == fitting
+    assert len(accelerator._models) == len(accelerator._optimizers) == 1  # the last attempt's
 
 
 def test_attribute_paths_size_a_plain_loop(trainer_shell):
@@ -268,3 +267,26 @@ def test_a_variable_set_on_trainer_args_reaches_the_trainer(trainer_shell):
     assert shell.user_ns["bs"] * shell.user_ns["acc"] == 32
     assert trainer.state.global_step == trainer.args.max_steps
     assert_clean_attempts(result)
+
+
+def test_growing_from_too_small_trains_once_at_the_chosen_size(trainer_shell):
+    """From 1 x 32 the search grows; each run that fitted at a smaller size is undone, so the
+    weights equal a clean run's at the chosen size (not three trainings in a row)."""
+    shell = trainer_shell
+    run(shell, "model = tiny_model('gpt2'); data = token_data(128, 64)")
+    run(shell, "trainer = make_trainer(model, data, 1, steps=32)")
+    workload.limit_room(shell, ROOM)
+    result = fitted(shell, "%%fit\ntrainer.train()").fits[0]
+    assert result.size > 1 and result.effective == 32 and ooms(result) <= 1
+    assert sum(a.outcome == "fits" for a in result.attempts) >= 2  # it grew
+    assert result.weights_restored >= 1
+    run(shell, "%vram limit off")
+    run(
+        shell,
+        "clean = tiny_model('gpt2')\n"
+        f"reference = make_trainer(clean, data, {result.size}, {result.accumulation})\n"
+        "reference.train()",
+    )
+    fitted_weights = shell.user_ns["model"].state_dict()
+    for name, weight in shell.user_ns["clean"].state_dict().items():
+        assert torch.equal(fitted_weights[name], weight), name

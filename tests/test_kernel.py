@@ -135,7 +135,7 @@ def test_demo_fits_a_trainer(executed):
     fitted = next(c for c in executed.cells if c.source == "%%fit\ntrainer.train()")
     plain = next(o for o in outputs(fitted) if o.output_type == "execute_result")
     assert "(effective batch 32 kept)" in plain["data"]["text/plain"]
-    printed = next(c for c in executed.cells if c.source.startswith("print(\n    \"batch\""))
+    printed = next(c for c in executed.cells if c.source.startswith('print(\n    "batch"'))
     words = outputs(printed)[0]["text"].split()
     batch, accumulation, steps = int(words[1]), int(words[4]), int(words[-1])
     assert batch * accumulation == 32 and batch < 32 and steps == 2

@@ -55,7 +55,7 @@ class FitResult:
     settings: tuple[Setting, ...] = ()  # what the chosen size was written to
     effective: int | None = None  # the effective batch (size x accumulation) kept exactly
     inner: tuple[FitResult, ...] = ()  # fits inside this call: an evaluation inside train()
-    weights_restored: int = 0  # failed attempts whose optimizer steps were undone
+    weights_restored: int = 0  # attempts at other sizes whose optimizer steps were undone
     weights_unguarded: int | None = None  # bytes of weights that could not be kept aside
 
     @property
@@ -73,7 +73,8 @@ class FitResult:
 @dataclass
 class Target:
     """What one fit sizes: where the size goes, which sizes keep an effective batch exact, and
-    how to undo a failed attempt beyond what is released for every attempt."""
+    how to undo an attempt that is not the last (it ran out, or fitted at another size), beyond
+    what is released after every out-of-memory error."""
 
     sized: str
     start: int
@@ -82,6 +83,7 @@ class Target:
     undo: Callable[[], None] = lambda: None
     effective: int | None = None
     workload: str = ""  # what else tells one call's memory from another's with the same code
+    fixed: int = 0  # bytes each run needs whatever the size (gradients, optimizer state)
 
 
 @dataclass
@@ -104,6 +106,7 @@ class _Search:
     room: int | None
     headroom: float
     allowed: list[int] | None  # sizes that keep an exact effective batch, ascending
+    fixed: int = 0  # bytes of every run's need known not to grow with the size
     good: dict[int, int | None] = field(default_factory=dict)
     bad: dict[int, int | None] = field(default_factory=dict)
 
@@ -128,7 +131,9 @@ class _Search:
                 return int((budget - (n0 - per_item * s0)) / per_item)
         if exact:
             size, need = exact[-1]
-            return int(budget * size / need)  # through zero: errs small, as fixed costs count
+            fixed = self.fixed if self.fixed < need else 0
+            # through the known fixed costs (else zero: errs small, as unknown fixed costs count)
+            return int((budget - fixed) * size / (need - fixed))
         bounds = [n / s for s, n in self.bad.items() if n]
         if not bounds:
             return None
@@ -173,7 +178,7 @@ def fit(
     room = meter.room()
     cache_key = (key, meter.device, (room or 0) // ROOM_BUCKET)
     cached = cache_key in _cache
-    search = _Search(room, headroom, target.allowed)
+    search = _Search(room, headroom, target.allowed, target.fixed)
     attempts: list[Attempt] = []
     settings: tuple[Setting, ...] = ()
     last_oom: BaseException | None = None
@@ -186,6 +191,8 @@ def fit(
     probing = bool(probes)
     size: int | None = probes.pop(0) if probing else search.snap(_cache.get(cache_key, start))
     while size is not None:
+        if attempts and attempts[-1].outcome == "fits":
+            target.undo()  # another run follows: it starts from where the first one did
         settings = target.apply(size)
         base = meter.in_use()
         meter.reset()
@@ -219,6 +226,8 @@ def fit(
     best = max(search.good, default=None)
     ended_well = attempts[-1].outcome == "fits" and attempts[-1].size == best
     if best is not None and not ended_well:  # leave the effects of a run at the chosen size
+        if attempts[-1].outcome == "fits":
+            target.undo()
         settings = target.apply(best)
         run()
         attempts.append(Attempt(best, "fits", search.good[best], 0.0))

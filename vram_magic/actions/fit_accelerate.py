@@ -1,10 +1,11 @@
-"""What ``accelerate`` keeps from a failed ``%%fit`` attempt, handed back before the next one.
+"""What ``accelerate`` keeps from a ``%%fit`` attempt, handed back before the next one.
 
 An ``Accelerator`` keeps every model, optimizer, scheduler and dataloader it prepared in lists of
 its own, so an attempt that prepared a model and ran out of memory leaves that model (and, through
 the optimizer, its state) alive after the notebook dropped it. While a cell is fitted, the
 ``prepare*`` methods note each accelerator's list lengths the first time it prepares something in
-an attempt; after an out-of-memory error the lists are cut back to those lengths, and
+an attempt; after an attempt that is not the last (it ran out, or fitted at another size) the
+lists are cut back to those lengths, and
 ``GradientState``'s dataloader references (weak, shared by every accelerator) to what they were.
 """
 
@@ -84,7 +85,7 @@ def accelerate_references(sizing: Sizing, cell: str) -> Iterator[None]:
         return
     references = PreparedReferences()
     sizing.before_attempt.append(references.begin)
-    sizing.after_oom.append(references.undo)
+    sizing.undo_attempt.append(references.undo)
     with contextlib.ExitStack() as stack:
         for name in _PREPARES:
             stack.enter_context(patched(Accelerator, name, _noting(references)))

@@ -45,7 +45,9 @@ class Sizing:
     results: list[FitResult] = field(default_factory=list)
     _running: list[list[FitResult]] = field(default_factory=list)
     before_attempt: list[Callable[[], None]] = field(default_factory=list)
-    after_oom: list[Callable[[], None]] = field(default_factory=list)
+    # what an attempt changed that frameworks keep (accelerate's lists, guarded trainers), put
+    # back after an attempt that is not the last: one that ran out, or fitted at another size
+    undo_attempt: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def nested(self) -> bool:
@@ -59,13 +61,9 @@ class Sizing:
             fallback,
         )
 
-    def clean_up(self, error: BaseException, nested: bool = False) -> None:
-        """After an out-of-memory error: drop its frames, what frameworks kept from the attempt
-        (not inside another fit: that would undo the outer attempt's state), stranded memory."""
+    def clean_up(self, error: BaseException) -> None:
+        """After an out-of-memory error (and its undo): drop its frames and stranded memory."""
         clear_exception(error)
-        if not nested:
-            for undo in self.after_oom:
-                undo()
         release_stranded(self.shell, self.namespace)
 
     def run(
@@ -86,14 +84,20 @@ class Sizing:
                     prepare()
             value[0] = call()
 
+        def undo() -> None:
+            target.undo()
+            if not nested:  # inside another fit, that fit's attempt is still running
+                for undo_framework in self.undo_attempt:
+                    undo_framework()
+
         self._running.append([])
         try:
             result = fit(
                 attempt,
-                target,
+                replace(target, undo=undo),
                 BLIND if nested else torch_meter(),
                 f"{self.source}\0{target.sized}\0{target.workload}",
-                lambda error: self.clean_up(error, nested),
+                self.clean_up,
                 max_oom=self.options.max_oom,
                 headroom=self.options.headroom,
                 probe=self.options.probe and not nested,

@@ -166,7 +166,19 @@ def _train_target(
         rollback.undo,
         effective,
         workload=_workload(trainer, effective or start),
+        fixed=_fixed_bytes(trainer),
     )
+
+
+def _fixed_bytes(trainer: Any) -> int:
+    """What every ``train()`` attempt allocates whatever its batch: the gradients and, for the
+    Adam family the Trainer creates, its two moments (0 where it is not known)."""
+    trainable = sum(
+        p.numel() * p.element_size() for p in trainer.model.parameters() if p.requires_grad
+    )
+    optim = str(trainer.args.optim).lower()
+    moments = 2 if trainer.optimizer is None and "adam" in optim and "8bit" not in optim else 0
+    return trainable * (1 + moments)
 
 
 def _workload(trainer: Any, batch: int) -> str:
@@ -249,7 +261,7 @@ def trainer_calls(sizing: Sizing, cell: str) -> Iterator[None]:
             rollback.close()
         rollbacks.clear()  # the next attempt notes its trainers afresh
 
-    sizing.after_oom.append(undo_guarded)
+    sizing.undo_attempt.append(undo_guarded)
 
     def sized_train(original: Any) -> Any:
         def train(self: Any, *args: Any, **kwargs: Any) -> Any:

@@ -50,13 +50,13 @@ def _lines(result: FitResult) -> list[str]:
     ]
     if result.weights_restored:
         lines.append(
-            f"weights put back after {result.weights_restored} failed attempt(s) that took "
-            "optimizer steps: the training shown is the one at the chosen size"
+            f"weights put back after {result.weights_restored} attempt(s) at other sizes that "
+            "took optimizer steps: the training shown is the one at the chosen size"
         )
     if result.weights_unguarded is not None:
         lines.append(
             f"the weights ({format_bytes(result.weights_unguarded)}) could not be kept aside "
-            "in host RAM: optimizer steps a failed attempt took stay in them"
+            "in host RAM: optimizer steps of attempts at other sizes stay in them"
         )
     if result.from_cache:
         lines.append("started from the size this call fitted before (cached)")
