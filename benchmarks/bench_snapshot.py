@@ -78,9 +78,9 @@ def tensor_round_trip(size: int, repeat: int, folder: Path) -> tuple[list[float]
     """Seconds per run: (snapshot + restore, torch.save + torch.load)."""
     import torch
 
-    from vram_magic.actions.restore import restore
-    from vram_magic.actions.snapshot import snapshot
-    from vram_magic.actions.snapshot_store import Store
+    from vram_magic.persistence.restore import restore
+    from vram_magic.persistence.save import snapshot
+    from vram_magic.persistence.store import Store
 
     store = Store(folder / "snapshots")
     namespace = {f"t{i}": torch.randn(size // 8 // 4) for i in range(8)}

@@ -10,9 +10,9 @@ import pytest
 from IPython.core.error import UsageError
 
 import vram_magic
-from vram_magic.actions.restore import Placement
-from vram_magic.actions.snapshot_pickle import unsavable_reason
-from vram_magic.actions.snapshot_store import DATA, Store
+from vram_magic.persistence.pickling import unsavable_reason
+from vram_magic.persistence.restore import Placement
+from vram_magic.persistence.store import DATA, Store
 
 torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from vram_magic.actions import snapshot_store
-from vram_magic.actions.restore import restore, restore_pending
-from vram_magic.actions.snapshot import list_snapshots, snapshot
-from vram_magic.actions.snapshot_store import DATA, MANIFEST, PICKLE, SnapshotError, Store
+from vram_magic.persistence import store as snapshot_store
+from vram_magic.persistence.pending import mark_pending
+from vram_magic.persistence.restore import restore, restore_pending
+from vram_magic.persistence.save import list_snapshots, snapshot
+from vram_magic.persistence.store import DATA, MANIFEST, PICKLE, SnapshotError, Store
 
 torch = pytest.importorskip("torch")
 MiB = 2**20
@@ -103,8 +104,8 @@ def test_a_foreign_snapshot_is_refused_before_anything_is_unpickled(tmp_path):
 
 CHILD = """
 import sys, time, torch
-from vram_magic.actions import snapshot_store
-from vram_magic.actions.snapshot import snapshot
+from vram_magic.persistence import store as snapshot_store
+from vram_magic.persistence.save import snapshot
 from vram_magic.config import settings
 
 settings.snapshot_dir = sys.argv[1]
@@ -193,7 +194,7 @@ def test_a_key_others_can_read_is_refused(snapshot_dir):
 def test_a_pending_restore_runs_once_for_its_kernel(snapshot_dir):
     saved = snapshot(None, namespace())
     store = Store()
-    store.mark_pending(saved.id, "kernel-1234")
+    mark_pending(store, saved.id, "kernel-1234")
     assert list_snapshots()[0].pending_for == "kernel-1234"
     assert restore_pending({}, "another-kernel") is None
     target: dict = {}
@@ -201,4 +202,4 @@ def test_a_pending_restore_runs_once_for_its_kernel(snapshot_dir):
     assert result is not None and result.id == saved.id and target["note"] == "hello"
     assert restore_pending({}, "kernel-1234") is None
     with pytest.raises(SnapshotError, match="not a kernel id"):
-        store.mark_pending(saved.id, "../escape")
+        mark_pending(store, saved.id, "../escape")

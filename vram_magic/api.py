@@ -21,14 +21,15 @@ from vram_magic.actions.free import FreeResult
 from vram_magic.actions.free import free as _free
 from vram_magic.actions.history import CellRecord
 from vram_magic.actions.limit import Limit, set_limit
-from vram_magic.actions.restore import RestoreResult
-from vram_magic.actions.restore import restore as _restore
-from vram_magic.actions.restore import restore_pending as _restore_pending
-from vram_magic.actions.snapshot import SnapshotInfo, SnapshotResult, list_snapshots
-from vram_magic.actions.snapshot import snapshot as _snapshot
-from vram_magic.actions.snapshot_store import Store
 from vram_magic.census.model import Census
 from vram_magic.census.take import take_census
+from vram_magic.persistence.pending import mark_pending as _mark_pending
+from vram_magic.persistence.restore import RestoreResult
+from vram_magic.persistence.restore import restore as _restore
+from vram_magic.persistence.restore import restore_pending as _restore_pending
+from vram_magic.persistence.save import SnapshotInfo, SnapshotResult, list_snapshots
+from vram_magic.persistence.save import snapshot as _snapshot
+from vram_magic.persistence.store import Store
 from vram_magic.readings.model import Report
 from vram_magic.readings.report import read_report
 
@@ -135,7 +136,7 @@ def delete_snapshot(id: str) -> None:
 
 def mark_pending(id: str, kernel_id: str) -> None:
     """Have the next ``restore_pending()`` in kernel ``kernel_id`` (after a restart) load ``id``."""
-    Store().mark_pending(id, kernel_id)
+    _mark_pending(Store(), id, kernel_id)
 
 
 def restore_pending(kernel_id: str | None = None) -> RestoreResult | None:

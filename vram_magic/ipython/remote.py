@@ -11,10 +11,11 @@ import json
 from typing import Any
 
 from vram_magic.actions.free import free
-from vram_magic.actions.restore import restore_pending
-from vram_magic.actions.snapshot import snapshot
-from vram_magic.actions.snapshot_store import Store
 from vram_magic.ipython.extension import loaded_in
+from vram_magic.persistence.pending import mark_pending
+from vram_magic.persistence.restore import restore_pending
+from vram_magic.persistence.save import snapshot
+from vram_magic.persistence.store import Store
 from vram_magic.readings.kernel_status import current_kernel_id
 from vram_magic.render.actions import free_view
 from vram_magic.render.snapshot import restore_view, snapshot_view
@@ -47,7 +48,7 @@ def snapshot_for_server() -> str:
     if kernel_id is None:
         raise RuntimeError("not a Jupyter kernel: no connection file")
     result = snapshot(shell, shell.user_ns)
-    Store().mark_pending(result.id, kernel_id)
+    mark_pending(Store(), result.id, kernel_id)
     return json.dumps(
         {
             "id": result.id,

@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from vram_magic.actions.snapshot import snapshot
-from vram_magic.actions.snapshot_store import Store
 from vram_magic.config import settings
 from vram_magic.ipython.status_file import StatusPublisher
+from vram_magic.persistence.pending import mark_pending
+from vram_magic.persistence.save import snapshot
+from vram_magic.persistence.store import Store
 from vram_magic.readings.kernel_status import current_kernel_id
 from vram_magic.render.snapshot import snapshot_view
 
@@ -41,7 +42,7 @@ def restart_and_restore(
             f"`%load_ext vram_magic` and `%vram restore {result.id}`"
         )
         return
-    Store().mark_pending(result.id, kernel_id)
+    mark_pending(Store(), result.id, kernel_id)
     if status.request_restart() is not None:
         say("restarting: the VRAM sidebar restores this snapshot in the new kernel …")
         _flush()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from html import escape
 
-from vram_magic.actions.restore import RestoreResult
-from vram_magic.actions.snapshot import Saved, SnapshotInfo, SnapshotResult, Unsaved
+from vram_magic.persistence.restore import RestoreResult
+from vram_magic.persistence.save import Saved, SnapshotInfo, SnapshotResult, Unsaved
 from vram_magic.render.table import html_list, html_table, text_table
 from vram_magic.render.units import count_of, format_bytes
 from vram_magic.render.view import View

@@ -36,7 +36,6 @@ DATA, PICKLE, MANIFEST, KEY = "tensors.bin", "namespace.pickle", "manifest", "ke
 FORMAT = 1
 _ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
 _PARTIAL = re.compile(rf"\.partial-{_ID.pattern}-(?P<pid>\d+)")
-_KERNEL_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
 class SnapshotError(ValueError):
@@ -104,7 +103,7 @@ def _write_all(fd: int, data: Any) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _write_new(path: Path, data: bytes) -> None:
+def write_new(path: Path, data: bytes) -> None:
     fd = _create(path)
     try:
         _write_all(fd, data)
@@ -163,7 +162,7 @@ class Store:
         path = self.root / KEY
         if not path.exists():
             spare = self.root / f".key-{os.getpid()}-{secrets.token_hex(4)}"
-            _write_new(spare, secrets.token_bytes(32))
+            write_new(spare, secrets.token_bytes(32))
             with contextlib.suppress(FileExistsError):  # another kernel made it first: use theirs
                 os.link(spare, path)
             spare.unlink()
@@ -223,10 +222,10 @@ class Store:
 
     def write_pickle_and_manifest(self, writer: Writer, pickled: bytes, manifest: dict) -> None:
         """The pickle, then the signed manifest holding the checksums of everything before it."""
-        _write_new(writer.folder / PICKLE, pickled)
+        write_new(writer.folder / PICKLE, pickled)
         record = {"size": len(pickled), "blake3": checksum(pickled)}
         body = json.dumps({**manifest, "format": FORMAT, "pickle": record}, sort_keys=True).encode()
-        _write_new(writer.folder / MANIFEST, self._sign(body).encode() + b"\n" + body)
+        write_new(writer.folder / MANIFEST, self._sign(body).encode() + b"\n" + body)
 
     def manifest(self, snapshot_id: str) -> dict:
         """The manifest of a snapshot, after its HMAC checked out with this user's key."""
@@ -285,41 +284,6 @@ class Store:
             match = _PARTIAL.fullmatch(path.name)
             if match and not _alive(int(match["pid"])):
                 shutil.rmtree(path, ignore_errors=True)
-
-    def mark_pending(self, snapshot_id: str, kernel_id: str) -> None:
-        """Ask the next vram_magic loaded in kernel ``kernel_id`` to restore ``snapshot_id``."""
-        path = self._pending_path(kernel_id)
-        self.folder(snapshot_id)
-        spare = path.with_name(f".{path.name}-{os.getpid()}")
-        _write_new(spare, snapshot_id.encode())
-        spare.replace(path)
-
-    def take_pending(self, kernel_id: str) -> str | None:
-        """The snapshot id marked for ``kernel_id``, removing the mark (so it is tried once)."""
-        path = self._pending_path(kernel_id)
-        try:
-            snapshot_id = path.read_text().strip()
-        except FileNotFoundError:
-            return None
-        path.unlink(missing_ok=True)
-        return snapshot_id
-
-    def pending(self) -> dict[str, str]:
-        """Snapshot id -> kernel id, for every pending restore."""
-        return {
-            p.read_text().strip(): p.name.removeprefix("pending-")
-            for p in self.root.glob("pending-*")
-        }
-
-    def _pending_path(self, kernel_id: str) -> Path:
-        return pending_path(self.root, kernel_id)
-
-
-def pending_path(root: Path, kernel_id: str) -> Path:
-    """Where the mark of a restore waiting for ``kernel_id`` lives (it need not exist)."""
-    if not _KERNEL_ID.fullmatch(kernel_id):
-        raise SnapshotError(f"not a kernel id: {kernel_id!r}")
-    return root / f"pending-{kernel_id}"
 
 
 def _mib(count: int) -> str:

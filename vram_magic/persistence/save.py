@@ -1,7 +1,7 @@
 """``%vram snapshot``: save the notebook's namespace so a fresh process can get it back.
 
 What is saved, per variable: modules and names importable from a module (``import numpy as np``,
-``from os import environ``) as imports; everything else pickled (snapshot_pickle.py) with tensor
+``from os import environ``) as imports; everything else pickled (pickling.py) with tensor
 storages and large buffers streamed to one data file, each storage once, with the device it was
 on. A variable that cannot be saved is listed with the reason, never dropped silently. Names
 starting with ``_``, IPython's own entries and vram_magic's objects are not user state.
@@ -20,19 +20,20 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from vram_magic.actions.snapshot_pickle import (
+from vram_magic.census.roots import user_variables
+from vram_magic.persistence.pending import pending
+from vram_magic.persistence.pickling import (
     SnapshotPickler,
     Source,
     Unsavable,
     unsavable_reason,
 )
-from vram_magic.actions.snapshot_store import (
+from vram_magic.persistence.store import (
     CHUNK,
     SnapshotError,
     Store,
     blob_to_json,
 )
-from vram_magic.census.roots import user_variables
 
 ROOM = 2**20  # for the manifest, beyond the data and the pickle, when checking free space
 
@@ -254,7 +255,7 @@ def saved_names(manifest: dict, place: Callable[[str], str] | None = None) -> tu
 def list_snapshots(store: Store | None = None) -> tuple[SnapshotInfo, ...]:
     """Every snapshot of this user, oldest first; one that fails verification says why."""
     store = store or Store()
-    pending = store.pending()
+    waiting = pending(store)
     found = []
     for snapshot_id in store.ids():
         try:
@@ -270,7 +271,7 @@ def list_snapshots(store: Store | None = None) -> tuple[SnapshotInfo, ...]:
                 len(manifest["names"]),
                 len(manifest["unsaved"]),
                 nbytes,
-                pending.get(snapshot_id),
+                waiting.get(snapshot_id),
             )
         )
     return tuple(found)

@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from vram_magic.actions.snapshot import Saved, Unsaved, saved_names, storage_view
-from vram_magic.actions.snapshot_pickle import SnapshotUnpickler
-from vram_magic.actions.snapshot_store import SnapshotError, Store, blob_from_json
+from vram_magic.persistence.pending import take_pending
+from vram_magic.persistence.pickling import SnapshotUnpickler
+from vram_magic.persistence.save import Saved, Unsaved, saved_names, storage_view
+from vram_magic.persistence.store import SnapshotError, Store, blob_from_json
 from vram_magic.readings.kernel_status import current_kernel_id
 from vram_magic.readings.torch_stats import allocator_bytes, cuda_ready, imported_torch
 
@@ -171,11 +172,11 @@ def _vram_now() -> tuple[tuple[str, int | None], ...]:
 def restore_pending(
     namespace: dict[str, Any], kernel_id: str | None = None, store: Store | None = None
 ) -> RestoreResult | None:
-    """Restore the snapshot marked (``Store.mark_pending``) for this kernel, once; None if none.
-    Meant for the moment vram_magic loads in a kernel that was restarted to get VRAM back."""
+    """Restore the snapshot marked for this kernel, once; None if none. Meant for the moment
+    vram_magic loads in a kernel that was restarted to get VRAM back."""
     kernel_id = kernel_id or current_kernel_id()
     if kernel_id is None:
         return None
     store = store or Store()
-    snapshot_id = store.take_pending(kernel_id)
+    snapshot_id = take_pending(store, kernel_id)
     return restore(namespace, snapshot_id, store=store) if snapshot_id else None
