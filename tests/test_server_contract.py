@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from fake_nvml import fake_session
 
+from vram_magic.protocol.kernel_status import KernelDevice, KernelStatus, status_path, write_status
 from vram_magic.readings import nvml
-from vram_magic.readings.kernel_status import KernelDevice, KernelStatus, status_path, write_status
 
 pytest.importorskip("pytest_jupyter")
 pytest_plugins = ["pytest_jupyter.jupyter_server"]

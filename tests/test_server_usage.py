@@ -9,7 +9,7 @@ import time
 
 from fake_nvml import fake_session, load_recording
 
-from vram_magic.readings.kernel_status import (
+from vram_magic.protocol.kernel_status import (
     KernelDevice,
     KernelStatus,
     read_status,

@@ -12,7 +12,7 @@ from vram_magic.ipython.magics import VramMagics
 from vram_magic.persistence.pending import pending_path
 from vram_magic.persistence.restore import restore_pending
 from vram_magic.persistence.store import snapshot_root
-from vram_magic.readings.kernel_status import current_kernel_id
+from vram_magic.protocol.kernel_status import current_kernel_id
 from vram_magic.readings.sampler import sampler
 from vram_magic.render.snapshot import restore_view
 

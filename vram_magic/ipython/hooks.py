@@ -16,7 +16,7 @@ from vram_magic.actions.oom_frameworks import read_failure
 from vram_magic.census.take import take_census
 from vram_magic.config import settings
 from vram_magic.ipython.live import LivePanels
-from vram_magic.ipython.status_file import StatusPublisher
+from vram_magic.ipython.status_publisher import StatusPublisher
 from vram_magic.readings.report import read_report
 from vram_magic.render.actions import oom_view
 

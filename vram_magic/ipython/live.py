@@ -11,7 +11,7 @@ from vram_magic.actions.free import free
 from vram_magic.actions.history import CellRecorder
 from vram_magic.census.take import take_census
 from vram_magic.ipython.restart import restart_and_restore
-from vram_magic.ipython.status_file import StatusPublisher
+from vram_magic.ipython.status_publisher import StatusPublisher
 from vram_magic.readings.sampler import sampler
 from vram_magic.render.panel import LivePanel
 

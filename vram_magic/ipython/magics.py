@@ -21,7 +21,7 @@ from vram_magic.actions.limit import LimitError, current_limit
 from vram_magic.ipython.arguments import HelpShown, parse_fit_line, parse_vram_line
 from vram_magic.ipython.live import LivePanels
 from vram_magic.ipython.restart import restart_and_restore
-from vram_magic.ipython.status_file import StatusPublisher
+from vram_magic.ipython.status_publisher import StatusPublisher
 from vram_magic.persistence.store import SnapshotError, snapshot_root
 from vram_magic.readings.report import read_report
 from vram_magic.render.actions import free_view

@@ -16,7 +16,7 @@ from vram_magic.persistence.pending import mark_pending
 from vram_magic.persistence.restore import restore_pending
 from vram_magic.persistence.save import snapshot
 from vram_magic.persistence.store import Store
-from vram_magic.readings.kernel_status import current_kernel_id
+from vram_magic.protocol.kernel_status import current_kernel_id
 from vram_magic.render.actions import free_view
 from vram_magic.render.snapshot import restore_view, snapshot_view
 

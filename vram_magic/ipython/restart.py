@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from vram_magic.config import settings
-from vram_magic.ipython.status_file import StatusPublisher
+from vram_magic.ipython.status_publisher import StatusPublisher
 from vram_magic.persistence.pending import mark_pending
 from vram_magic.persistence.save import snapshot
 from vram_magic.persistence.store import Store
-from vram_magic.readings.kernel_status import current_kernel_id
+from vram_magic.protocol.kernel_status import current_kernel_id
 from vram_magic.render.snapshot import snapshot_view
 
 

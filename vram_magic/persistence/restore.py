@@ -21,7 +21,7 @@ from vram_magic.persistence.pending import take_pending
 from vram_magic.persistence.pickling import SnapshotUnpickler
 from vram_magic.persistence.save import Saved, Unsaved, saved_names, storage_view
 from vram_magic.persistence.store import SnapshotError, Store, blob_from_json
-from vram_magic.readings.kernel_status import current_kernel_id
+from vram_magic.protocol.kernel_status import current_kernel_id
 from vram_magic.readings.torch_stats import allocator_bytes, cuda_ready, imported_torch
 
 

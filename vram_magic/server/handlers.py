@@ -12,7 +12,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from vram_magic.readings.kernel_status import read_status, status_path
+from vram_magic.protocol.kernel_status import read_status, status_path
 from vram_magic.readings.machine import read_machine
 from vram_magic.server.kernel_call import KernelCallError, evaluate
 from vram_magic.server.processes import ProcessDirectory

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from vram_magic.readings.kernel_status import KernelStatus
+from vram_magic.protocol.kernel_status import KernelStatus
 from vram_magic.readings.machine import MachineDevice, MachineReading
 from vram_magic.server.processes import ProcessDirectory
 

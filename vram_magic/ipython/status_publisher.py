@@ -16,7 +16,7 @@ from typing import Any
 
 from vram_magic.actions.history import NameSizes
 from vram_magic.actions.limit import current_limit
-from vram_magic.readings.kernel_status import (
+from vram_magic.protocol.kernel_status import (
     connection_file,
     status_from_report,
     status_path,
