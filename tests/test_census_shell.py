@@ -224,7 +224,8 @@ def test_default_arguments_and_unknown_holders(vram):
         run(vram, "del scale")
 
 
-def test_device_filter(vram):
+def test_device_filter(vram, use_recording):
+    use_recording("one_gpu")  # a cuda:0 to filter on, even on a machine without a GPU
     run(vram, "on_cpu = torch.ones(1000)")
     on_cpu = run(vram, "%vram who --device cpu").result.data
     assert on_cpu.holder("on_cpu") is not None and on_cpu.device_filter == "cpu"

@@ -95,7 +95,7 @@ def _drop_hidden(shell: Any | None, namespace: dict[str, Any], root: Root) -> No
                     ):
                         clear_exception(getattr(sys, attribute))
                     delattr(sys, attribute)
-        elif name == "IPython's last traceback":
+        elif name == "IPython's last traceback" and shell is not None:
             shell.InteractiveTB.tb = None
         elif name.startswith("last cell's"):
             last = getattr(shell, "last_execution_result", None)
@@ -201,7 +201,9 @@ def free(
     dry_run: bool = False,
     top: int = 5,
 ) -> FreeResult:
-    """Release hidden holders (or ``names`` and what pins them), then collect and empty caches."""
+    """Release hidden holders (or ``names`` and what pins them), then collect and empty caches.
+    A name given twice is one variable: it is freed, and reported, once."""
+    names = tuple(dict.fromkeys(names))
     variables = set(user_variables(namespace, getattr(shell, "user_ns_hidden", {}) or {}))
     missing = [name for name in names if name not in variables]
     if missing:

@@ -23,7 +23,7 @@ from vram_magic.census.tensors import TensorTypes
 from vram_magic.readings.host import read_host
 from vram_magic.readings.report import read_report
 
-_SIZE = re.compile(r"^\s*([\d.]+)\s*(%|[KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(%|[KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _DECIMAL = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "B": 1}
 _BINARY = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -44,6 +44,8 @@ def parse_size(text: str, total: int | None) -> int:
     """``8GB`` (10^9), ``8GiB``, ``7.5G`` (binary), ``512MB``, ``60%`` (of ``total``)."""
     match = _SIZE.match(text)
     if match is None:
+        if _SIZE.match(text.strip().removeprefix("-")):
+            raise LimitError(f"{text!r}: a size cannot be negative")
         raise LimitError(f"cannot read {text!r} as a size: use 8GB, 8GiB, 7.5G, 512MB or 60%")
     number, unit = float(match.group(1)), (match.group(2) or "B").upper()
     if unit == "%":
@@ -75,7 +77,7 @@ class _CpuBudget:
         budget = self
 
         class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 out = func(*args, **(kwargs or {}))
                 added = sum(
                     budget.count(t) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)
@@ -119,14 +121,18 @@ class _CpuBudget:
             f"{_cuda_size(self.limit)} on cpu (%vram limit) has {in_use} in use."
         )
 
-    def start(self) -> None:
-        """Count the CPU tensors alive now, then every new one."""
+    def count_alive(self) -> None:
+        """Count the CPU tensors alive now: apart from ``start``, so that a limit they leave no
+        room under is refused before the one in force is lifted."""
         import torch
 
         is_tensor = TensorTypes(torch)
         for obj in gc.get_objects():
             if is_tensor(obj):
                 self.count(obj)
+
+    def start(self) -> None:
+        """Count every new CPU storage from now on."""
         self._mode.__enter__()
 
     def stop(self) -> None:
@@ -158,20 +164,33 @@ def current_limit() -> Limit | None:
     return _active[0] if _active else None
 
 
+def _refuse_no_room(text: str, size: int, held: int, what: str) -> None:
+    """A limit at or under what the kernel already holds would fail every allocation."""
+    if size <= held:
+        raise LimitError(
+            f"{text!r} leaves no room: this kernel already holds {_cuda_size(held)} {what}; "
+            "ask for more, or free memory first (%vram free)"
+        )
+
+
 def set_limit(text: str) -> Limit | None:
-    """Apply ``text`` (a size, or ``off``); returns the limit now in force."""
+    """Apply ``text`` (a size, or ``off``); returns the limit now in force. A size refused (not
+    readable, or no room above what the kernel holds) leaves the limit in force as it was."""
     global _active
     import torch
 
-    clear_limit()
     if text.strip().lower() == "off":
+        clear_limit()
         return None
     if torch.cuda.is_available():
-        devices = read_report().devices
-        device = devices[0] if devices else None
-        total = torch.cuda.get_device_properties(0).total_memory
+        total = torch.cuda.get_device_properties(0).total_memory  # creates the CUDA context
         size = parse_size(text, total)
-        outside = device.process_other or 0 if device is not None else 0
+        torch.cuda.empty_cache()  # under a cap, cached blocks are freed before anything fails
+        devices = read_report().devices
+        outside = (devices[0].process_other or 0) if devices else 0
+        held = torch.cuda.memory_reserved(0) + outside
+        _refuse_no_room(text, size, held, "on cuda:0 (torch's reserved memory and CUDA context)")
+        clear_limit()
         fraction = min(max(size - outside, 0) / total, 1.0)
         torch.cuda.set_per_process_memory_fraction(fraction, 0)
         cap = int(fraction * total)
@@ -183,6 +202,9 @@ def set_limit(text: str) -> Limit | None:
     else:
         size = parse_size(text, read_host().total)
         budget = _CpuBudget(size)
+        budget.count_alive()
+        _refuse_no_room(text, size, budget.used, "of live CPU tensors, which the budget counts")
+        clear_limit()
         budget.start()
         how = "a budget on live CPU tensor bytes (no GPU here)"
         _active = (Limit(size, "cpu", how), budget)

@@ -33,9 +33,14 @@ from vram_magic.census.model import (
 from vram_magic.census.roots import Root, find_roots
 from vram_magic.census.tensors import StorageKey, TensorTypes, storage_key
 from vram_magic.census.walk import Walker, modules_within
+from vram_magic.readings.report import read_report
 
 ENTRIES_KEPT = 5
 CYCLES = "reference cycles (collectable)"
+
+
+class DeviceError(ValueError):
+    """A device filter naming no device of this machine, said in one line."""
 
 
 @dataclass
@@ -235,10 +240,13 @@ class _Census:
         """Tensors no root reached: in unreachable cycles (gc will free them), or unexplained."""
         kinds = self.is_tensor.all_tensor_types()
         objects = gc.get_objects()
-        tensors = itertools.compress(objects, map(kinds.__contains__, map(type, objects)))
         visited = self.visited
-        stray = [t for t in tensors if id(t) not in visited]
-        del objects, tensors, visited
+        stray = [
+            t
+            for t in itertools.compress(objects, map(kinds.__contains__, map(type, objects)))
+            if id(t) not in visited
+        ]
+        del objects, visited
         self.visited = {}  # the walk is over: hold no object while looking for cycles
         stray = [t for t in stray if self.wanted(t) and storage_key(t)[0] not in self.counted]
         if not stray:
@@ -361,6 +369,23 @@ def census_and_storages(
     return census.result(time.perf_counter() - started), storages
 
 
+def devices_here() -> tuple[str, ...]:
+    """What a census can filter on: cpu, cuda:N for each visible GPU, mps where torch has it."""
+    torch = _imported_torch()
+    cuda = [f"cuda:{device.cuda_index}" for device in read_report().devices]
+    mps = torch is not None and torch.backends.mps.is_available()
+    return ("cpu", *cuda, *(("mps",) if mps else ()))
+
+
+def check_device(device: str) -> None:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` naming a device here; else ``DeviceError``, as
+    an empty census of a device that does not exist would read as "nothing on it"."""
+    here = devices_here()
+    if device in here or any(name.startswith(f"{device}:") for name in here):
+        return
+    raise DeviceError(f"no device {device} (devices: {', '.join(here)})")
+
+
 def take_census(
     shell: Any | None,
     namespace: dict[str, Any],
@@ -368,7 +393,10 @@ def take_census(
     created: Mapping[str, int] | None = None,
     keep_all: bool = False,
 ) -> Census:
-    """Census of every live tensor by holder. Without torch imported there are no tensors."""
+    """Census of every live tensor by holder (on ``device``, which must exist: ``DeviceError``).
+    Without torch imported there are no tensors."""
+    if device is not None:
+        check_device(device)
     return census_and_storages(shell, namespace, device, created, keep_all, track_keys=False)[0]
 
 
