@@ -18,6 +18,25 @@ def shell():  # type: ignore[no-untyped-def]
     return start_ipython()
 
 
+@pytest.fixture(autouse=True)
+def shell_left_as_found(request):  # type: ignore[no-untyped-def]
+    """Tests share one shell: a test that loads vram_magic there unloads it again (a wider
+    fixture that loaded it is set up before this one and unloads it itself), so the next test
+    finds the shell as it was; a leak fails here, not as a later test's puzzle."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from vram_magic.ipython.extension import loaded_in
+
+    def loaded() -> bool:
+        return InteractiveShell.initialized() and loaded_in(InteractiveShell.instance()) is not None
+
+    was = loaded()
+    yield
+    if loaded() and not was:
+        InteractiveShell.instance().run_cell("%unload_ext vram_magic")
+        pytest.fail(f"{request.node.name} left vram_magic loaded in the shared shell")
+
+
 @pytest.fixture
 def use_recording() -> Iterator:
     """Make a recording (by name) the process-wide NVML for one test; restored afterwards."""

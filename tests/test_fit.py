@@ -14,6 +14,7 @@ import re
 import pytest
 from fit_workload import TRAIN, allocator_room, largest_fitting
 from IPython.core.error import UsageError
+from trainer_workload import limit_room
 
 from vram_magic.actions.fit import torch_meter
 
@@ -55,6 +56,19 @@ def trained(shell, request):
     yield shell, largest_fitting(shell)
     run(shell, "%vram limit off\ndel model, opt")
     run(shell, "%unload_ext vram_magic")
+
+
+@pytest.fixture
+def loaded(shell):
+    """vram_magic loaded (and torch imported) for one test; the shell left as found, so it
+    stays loaded where ``trained`` loaded it for the module."""
+    from vram_magic.ipython.extension import loaded_in
+
+    was_loaded = loaded_in(shell) is not None
+    run(shell, "%load_ext vram_magic\nimport torch")
+    yield shell
+    if not was_loaded:
+        run(shell, "%unload_ext vram_magic")
 
 
 def fit(shell, start: int, options: str = "", marker: str = ""):
@@ -130,23 +144,23 @@ def test_accumulate_keeps_the_effective_batch(trained):
         'torch.OutOfMemoryError("CUDA out of memory.")',
     ],
 )
-def test_without_memory_readings_it_still_converges(shell, error):
-    run(shell, "%load_ext vram_magic\nimport torch")
+def test_without_memory_readings_it_still_converges(loaded, error):
+    shell = loaded
     shell.user_ns["batch_size"] = 128
     result = run(shell, f"%%fit\nif batch_size > 8:\n    raise {error}")
     assert result.success, result.error_in_exec
     assert shell.user_ns["batch_size"] == 8
 
 
-def test_other_errors_run_once_and_propagate(shell):
-    run(shell, "%load_ext vram_magic")
+def test_other_errors_run_once_and_propagate(loaded):
+    shell = loaded
     shell.user_ns.update(batch_size=16, runs=0)
     result = run(shell, "%%fit\nruns += 1\nraise ValueError('not about memory')")
     assert isinstance(result.error_in_exec, ValueError) and shell.user_ns["runs"] == 1
 
 
-def test_bad_fit_input(shell):
-    run(shell, "%load_ext vram_magic")
+def test_bad_fit_input(loaded):
+    shell = loaded
     shell.user_ns["batch_size"] = "large"
     error = run(shell, "%%fit\nsize = batch_size").error_in_exec
     assert isinstance(error, UsageError) and "batch_size must be a positive int" in str(error)
@@ -155,13 +169,15 @@ def test_bad_fit_input(shell):
 
 
 @cpu_only
-def test_quantize_auto_loads_in_8bit_when_16bit_will_not_fit(shell, tmp_path):
+def test_quantize_auto_loads_in_8bit_when_16bit_will_not_fit(loaded, tmp_path):
+    shell = loaded
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("bitsandbytes")
+    run(shell, "%vram limit off")  # the module's limit is for the training cell
     config = transformers.GPT2Config(n_layer=8, n_embd=512, n_head=8, vocab_size=1000)
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
-    run(shell, "%load_ext vram_magic\nimport torch\nfrom transformers import AutoModelForCausalLM")
-    run(shell, "%vram limit 40MB")  # float32 needs ~100 MiB, bfloat16 ~50 MiB, 8-bit ~26 MiB
+    run(shell, "from transformers import AutoModelForCausalLM")
+    limit_room(shell, 40 * 10**6)  # float32 needs ~100 MiB, bfloat16 ~50 MiB, 8-bit ~26 MiB
     shell.user_ns.update(batch_size=1, path=str(tmp_path))
     try:
         result = run(shell, "%%fit\nllm = AutoModelForCausalLM.from_pretrained(path)")

@@ -276,7 +276,7 @@ def test_growing_from_too_small_trains_once_at_the_chosen_size(trainer_shell):
     run(shell, "model = tiny_model('gpt2'); data = token_data(128, 64)")
     run(shell, "trainer = make_trainer(model, data, 1, steps=32)")
     workload.limit_room(shell, ROOM)
-    result = fitted(shell, "%%fit\ntrainer.train()").fits[0]
+    result = fitted(shell, "%%fit\ntrainer.train()  # from too small").fits[0]
     assert result.size > 1 and result.effective == 32 and ooms(result) <= 1
     assert sum(a.outcome == "fits" for a in result.attempts) >= 2  # it grew
     assert result.weights_restored >= 1

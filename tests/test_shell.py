@@ -5,6 +5,7 @@ import threading
 import pytest
 from IPython.core.error import UsageError
 
+from vram_magic.ipython.extension import loaded_in
 from vram_magic.render.view import View
 
 
@@ -94,14 +95,17 @@ def test_help_prints_options(loaded, capsys):
 def test_unload_removes_every_magic_and_thread(shell):
     threads_before = set(threading.enumerate())
     run(shell, "%load_ext vram_magic")
-    assert "vram" in shell.magics_manager.magics["line"]
-    assert run(shell, "%unload_ext vram_magic").success
-    assert "vram" not in shell.magics_manager.magics["line"]
-    assert "vram" not in shell.magics_manager.magics["cell"]
-    assert "VramMagics" not in shell.magics_manager.registry
-    assert set(threading.enumerate()) <= threads_before
-    assert isinstance(run(shell, "%vram report").error_in_exec, UsageError)  # magic not found
-    # and it loads again after an unload
-    run(shell, "%load_ext vram_magic")
-    assert run(shell, "%vram report").success
-    run(shell, "%unload_ext vram_magic")
+    try:
+        assert "vram" in shell.magics_manager.magics["line"]
+        assert run(shell, "%unload_ext vram_magic").success
+        assert "vram" not in shell.magics_manager.magics["line"]
+        assert "vram" not in shell.magics_manager.magics["cell"]
+        assert "VramMagics" not in shell.magics_manager.registry
+        assert set(threading.enumerate()) <= threads_before
+        assert isinstance(run(shell, "%vram report").error_in_exec, UsageError)  # not found
+        # and it loads again after an unload
+        run(shell, "%load_ext vram_magic")
+        assert run(shell, "%vram report").success
+    finally:  # the shared shell is left as found, whatever failed above
+        run(shell, "%unload_ext vram_magic")
+    assert loaded_in(shell) is None
