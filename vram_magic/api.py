@@ -1,37 +1,65 @@
 """The Python twins of the magics: each returns plain dataclasses, nothing is printed.
 
 They work in any IPython kernel (with or without ``%load_ext``) and in plain Python, where the
-``__main__`` module's globals stand for the notebook's namespace.
+``__main__`` module's globals stand for the notebook's namespace. They are also the one path by
+which the front doors (the IPython magics and hooks, the kernel side of the Jupyter server)
+reach the actions: the errors a front door turns into one line, and the few calls only a front
+door makes (recording a shell's cells, explaining an out-of-memory error), are here too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from vram_magic.actions.estimate import Estimate
+from vram_magic.actions.estimate import Estimate, EstimateError
 from vram_magic.actions.estimate import estimate as _estimate
 from vram_magic.actions.fit import FitResult
 from vram_magic.actions.fit_cell import CellFit
 from vram_magic.actions.fit_cell import fit_call as _fit_call
 from vram_magic.actions.fit_cell import fit_cell as _fit_cell
-from vram_magic.actions.fit_sizing import FitOptions
-from vram_magic.actions.free import FreeResult
+from vram_magic.actions.fit_sizing import FitError, FitOptions
+from vram_magic.actions.free import FreeError, FreeResult, clear_exception
 from vram_magic.actions.free import free as _free
-from vram_magic.actions.history import CellRecord
-from vram_magic.actions.limit import Limit, set_limit
+from vram_magic.actions.history import CellRecord, CellRecorder, NameSizes
+from vram_magic.actions.limit import Limit, LimitError, clear_limit, current_limit, set_limit
+from vram_magic.actions.oom import OomReport, explain_oom, is_oom
+from vram_magic.actions.oom_frameworks import read_failure
+from vram_magic.actions.recording import recorder_of, start_recording, stop_recording
 from vram_magic.census.model import Census
-from vram_magic.census.take import take_census
+from vram_magic.census.take import DeviceError, check_device, take_census
 from vram_magic.persistence.pending import mark_pending as _mark_pending
 from vram_magic.persistence.restore import RestoreResult
 from vram_magic.persistence.restore import restore as _restore
 from vram_magic.persistence.restore import restore_pending as _restore_pending
 from vram_magic.persistence.save import SnapshotInfo, SnapshotResult, list_snapshots
 from vram_magic.persistence.save import snapshot as _snapshot
-from vram_magic.persistence.store import Store
+from vram_magic.persistence.store import SnapshotError, Store, snapshot_root
 from vram_magic.readings.model import Report
 from vram_magic.readings.report import read_report
+from vram_magic.render.units import format_bytes
+
+__all__ = [  # what the front doors use besides the twins
+    "CellRecord",
+    "CellRecorder",
+    "DeviceError",
+    "EstimateError",
+    "FitError",
+    "FitOptions",
+    "FreeError",
+    "LimitError",
+    "NameSizes",
+    "SnapshotError",
+    "check_device",
+    "clear_limit",
+    "explain",
+    "limit_in_force",
+    "snapshot_folder",
+    "start_recording",
+    "stop_recording",
+]
 
 
 def _shell() -> Any | None:
@@ -44,31 +72,34 @@ def _namespace(shell: Any | None) -> dict[str, Any]:
     return shell.user_ns if shell is not None else vars(sys.modules["__main__"])
 
 
-def _recorder(shell: Any | None) -> Any | None:
-    if shell is None or "vram_magic.ipython.extension" not in sys.modules:
-        return None
-    from vram_magic.ipython.extension import loaded_in
-
-    state = loaded_in(shell)
-    return state.hooks.recorder if state is not None else None
-
-
-def report() -> Report:
-    """Read every visible GPU (NVML + torch's allocator) and host RAM, as a ``Report``."""
-    return read_report()
+def report(device: int | None = None) -> Report:
+    """Read every visible GPU (NVML + torch's allocator) and host RAM, as a ``Report``;
+    ``device``: only ``cuda:D`` (else ``DeviceError``). A ``%vram limit`` in force is noted."""
+    reading = read_report()
+    if device is not None:
+        chosen = tuple(d for d in reading.devices if d.cuda_index == device)
+        if not chosen:
+            visible = ", ".join(f"cuda:{d.cuda_index}" for d in reading.devices) or "none"
+            raise DeviceError(f"no device cuda:{device} (visible: {visible})")
+        reading = dataclasses.replace(reading, devices=chosen)
+    limit = current_limit()
+    if limit is not None:
+        note = f"limit (%vram limit): {format_bytes(limit.nbytes)} on {limit.device}: {limit.how}"
+        reading = dataclasses.replace(reading, notes=(*reading.notes, note))
+    return reading
 
 
 def who(device: str | None = None, keep_all: bool = False) -> Census:
     """Every live tensor grouped by what keeps it alive (``%vram who``)."""
     shell = _shell()
-    recorder = _recorder(shell)
+    recorder = recorder_of(shell)
     created = recorder.names.first_cell if recorder is not None else {}
     return take_census(shell, _namespace(shell), device=device, created=created, keep_all=keep_all)
 
 
 def history() -> tuple[CellRecord, ...]:
     """The cells recorded since ``%load_ext vram_magic`` (``%vram history``)."""
-    recorder = _recorder(_shell())
+    recorder = recorder_of(_shell())
     return tuple(recorder.records) if recorder is not None else ()
 
 
@@ -103,6 +134,44 @@ def fit_cell(code: str, options: FitOptions | None = None) -> CellFit:
     """Run notebook code so that it fits (``%%fit``), in the notebook's namespace."""
     shell = _shell()
     return _fit_cell(shell, _namespace(shell), code, options or FitOptions())
+
+
+def limit_in_force() -> Limit | None:
+    """The ``%vram limit`` in force, None when there is none."""
+    return current_limit()
+
+
+def snapshot_folder() -> str:
+    """The private folder snapshots are written to (``settings.snapshot_dir``)."""
+    return str(snapshot_root())
+
+
+def explain(error: BaseException, record: CellRecord | None = None) -> OomReport | None:
+    """The out-of-memory report of ``error`` (None when it is not one): what the traceback
+    shows is read first, then (``settings.clear_frames_on_oom``) its frames are cleared, so the
+    census and the room that follow see the memory the error no longer holds."""
+    from vram_magic.config import settings
+
+    devices = read_report().devices
+    if not is_oom(error, devices):
+        return None
+    shell = _shell()
+    namespace = _namespace(shell)
+    failure = read_failure(error, namespace)  # while its frames still hold it
+    if settings.clear_frames_on_oom:
+        clear_exception(error)
+    recorder = recorder_of(shell)
+    created = recorder.names.first_cell if recorder is not None else {}
+    census = take_census(shell, namespace, created=created)
+    return explain_oom(
+        error,
+        census,
+        devices,  # the state at the failure, before its frames were cleared
+        record,
+        namespace,
+        settings.clear_frames_on_oom,
+        failure=failure.measured(),
+    )
 
 
 def limit(size: str) -> Limit | None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from IPython.core.error import UsageError
 
-from vram_magic.actions.fit_sizing import FitOptions
+from vram_magic import api
 
 
 class HelpShown(Exception):
@@ -27,11 +27,16 @@ _count.__name__ = "count"  # argparse names the type in its message: "invalid co
 
 
 def _device(text: str) -> str:
-    if re.fullmatch(r"cpu|mps|cuda(:\d+)?", text):
-        return text
+    """A device name, checked against the devices here so a typo is not an empty census."""
     if text.isdigit():
-        return f"cuda:{text}"
-    raise ValueError(text)
+        text = f"cuda:{text}"
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", text):
+        raise ValueError(text)
+    try:
+        api.check_device(text)
+    except api.DeviceError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 _device.__name__ = "device"
@@ -148,6 +153,9 @@ class _OneLineParser(argparse.ArgumentParser):
         raise HelpShown
 
 
+_NEGATIVE = re.compile(r"-[\d.]")
+
+
 def parse_vram_line(line: str) -> tuple[str, argparse.Namespace]:
     """``"report --top 5"`` -> ("report", Namespace(top=5, device=None)); else UsageError."""
     try:
@@ -159,6 +167,8 @@ def parse_vram_line(line: str) -> tuple[str, argparse.Namespace]:
         raise UsageError(
             f"%vram: unknown subcommand {name!r}. Valid subcommands: {valid_subcommands()}"
         )
+    if name == "limit" and words and _NEGATIVE.match(words[0]):
+        words.insert(0, "--")  # "-5GB" is a SIZE (refused as negative), not an unknown option
     description, build = SUBCOMMANDS[name]
     parser = _OneLineParser(prog=f"%vram {name}", description=description)
     build(parser)
@@ -175,7 +185,7 @@ def _fraction(text: str) -> float:
 _fraction.__name__ = "headroom (0 to 1)"
 
 
-def parse_fit_line(line: str) -> FitOptions:
+def parse_fit_line(line: str) -> api.FitOptions:
     """Options of ``%%fit``; bad input -> one-line UsageError."""
     parser = _OneLineParser(prog="%%fit", description="run the cell at a batch size that fits")
     parser.add_argument("--batch-size", default=None, metavar="VAR")
@@ -190,7 +200,7 @@ def parse_fit_line(line: str) -> FitOptions:
         options = parser.parse_args(shlex.split(line))
     except ValueError as error:
         raise UsageError(f"%%fit: {error}") from None
-    return FitOptions(
+    return api.FitOptions(
         batch_size=options.batch_size,
         accumulate=options.accumulate,
         keep_effective=not options.no_accumulate,

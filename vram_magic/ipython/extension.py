@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import sys
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from vram_magic.actions.limit import clear_limit
+from vram_magic import api
 from vram_magic.ipython.hooks import CellHooks
 from vram_magic.ipython.magics import VramMagics
-from vram_magic.persistence.pending import pending_path
-from vram_magic.persistence.restore import restore_pending
-from vram_magic.persistence.store import snapshot_root
 from vram_magic.protocol.kernel_status import current_kernel_id
 from vram_magic.readings.sampler import sampler
 from vram_magic.render.snapshot import restore_view
@@ -23,23 +21,24 @@ class Loaded:
     hooks: CellHooks
 
 
-_loaded: dict[int, Loaded] = {}
+# keyed by the shell itself, weakly: an id can be reused by a later object
+_loaded: weakref.WeakKeyDictionary[Any, Loaded] = weakref.WeakKeyDictionary()
 
 
 def loaded_in(shell: Any) -> Loaded | None:
     """What vram_magic added to ``shell``, if it is loaded there."""
-    return _loaded.get(id(shell)) if shell is not None else None
+    return _loaded.get(shell) if shell is not None else None
 
 
 def load(shell: Any) -> None:
-    if id(shell) in _loaded:
+    if shell in _loaded:
         return
     hooks = CellHooks(shell)
     magics = VramMagics(shell, hooks.live, hooks.status)
     shell.register_magics(magics)
     hooks.register()
     hooks.status.start()
-    _loaded[id(shell)] = Loaded(magics, hooks)
+    _loaded[shell] = Loaded(magics, hooks)
     _restore_after_restart(shell)
 
 
@@ -47,10 +46,10 @@ def _restore_after_restart(shell: Any) -> None:
     """A kernel that ``%vram restart`` stopped outside JupyterLab gets its namespace back when
     vram_magic is loaded in its successor (the snapshot was marked for this kernel id)."""
     kernel_id = current_kernel_id()
-    if kernel_id is None or not pending_path(snapshot_root(), kernel_id).exists():
+    if kernel_id is None:
         return
     try:
-        result = restore_pending(shell.user_ns, kernel_id)
+        result = api.restore_pending(kernel_id)
     except Exception as error:  # never break %load_ext: the snapshot stays on disk
         print(
             f"vram_magic: the snapshot waiting for this kernel was not restored ({error}); "
@@ -65,14 +64,15 @@ def _restore_after_restart(shell: Any) -> None:
 
 
 def unload(shell: Any) -> None:
-    state = _loaded.pop(id(shell), None)
+    state = _loaded.pop(shell, None)
     if state is None:
         return
     state.hooks.unregister()
     state.hooks.live.close_all()
     state.hooks.status.stop()
     sampler.stop()
-    clear_limit()
+    api.clear_limit()
+    api.stop_recording(shell)
     manager = shell.magics_manager
     for kind, table in state.magics.magics.items():
         for name in table:

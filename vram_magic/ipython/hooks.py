@@ -9,22 +9,17 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from vram_magic.actions.free import clear_exception
-from vram_magic.actions.history import CellRecord, CellRecorder
-from vram_magic.actions.oom import explain_oom, is_oom
-from vram_magic.actions.oom_frameworks import read_failure
-from vram_magic.census.take import take_census
+from vram_magic import api
 from vram_magic.config import settings
 from vram_magic.ipython.live import LivePanels
 from vram_magic.ipython.status_publisher import StatusPublisher
-from vram_magic.readings.report import read_report
 from vram_magic.render.actions import oom_view
 
 
 class CellHooks:
     def __init__(self, shell: Any) -> None:
         self.shell = shell
-        self.recorder = CellRecorder()
+        self.recorder = api.start_recording(shell)
         self.status = StatusPublisher(self.recorder.names, shell.user_ns)
         self.live = LivePanels(shell, self.recorder, self.status)
         self.broken: str | None = None
@@ -75,23 +70,9 @@ class CellHooks:
         except Exception as error:
             self._fail(error)
 
-    def _explain(self, error: BaseException, record: CellRecord | None) -> None:
-        devices = read_report().devices
-        if not is_oom(error, devices):
-            return
-        failure = read_failure(error, self.shell.user_ns)  # while its frames still hold it
-        if settings.clear_frames_on_oom:
-            clear_exception(error)
-        census = take_census(self.shell, self.shell.user_ns, created=self.recorder.names.first_cell)
-        report = explain_oom(
-            error,
-            census,
-            devices,  # the state at the failure, before its frames were cleared
-            record,
-            self.shell.user_ns,
-            settings.clear_frames_on_oom,
-            failure=failure.measured(),
-        )
-        from IPython.display import display
+    def _explain(self, error: BaseException, record: api.CellRecord | None) -> None:
+        report = api.explain(error, record)
+        if report is not None:
+            from IPython.display import display
 
-        display(oom_view(report))
+            display(oom_view(report))

@@ -7,9 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from vram_magic.actions.free import free
-from vram_magic.actions.history import CellRecorder
-from vram_magic.census.take import take_census
+from vram_magic import api
 from vram_magic.ipython.restart import restart_and_restore
 from vram_magic.ipython.status_publisher import StatusPublisher
 from vram_magic.readings.sampler import sampler
@@ -21,7 +19,7 @@ CENSUS_SPACING = 10
 
 
 class LivePanels:
-    def __init__(self, shell: Any, recorder: CellRecorder, status: StatusPublisher) -> None:
+    def __init__(self, shell: Any, recorder: api.CellRecorder, status: StatusPublisher) -> None:
         self.shell = shell
         self.recorder = recorder
         self.status = status
@@ -49,7 +47,7 @@ class LivePanels:
 
     def _refresh(self, panel: LivePanel) -> None:
         started = time.monotonic()
-        census = take_census(self.shell, self.shell.user_ns, created=self.recorder.names.first_cell)
+        census = api.who()
         self._census_at = time.monotonic()
         self._census_took = self._census_at - started
         panel.show_cells(census, list(self.recorder.records))
@@ -58,7 +56,7 @@ class LivePanels:
         restart_and_restore(self.shell, self.status, say=say)
 
     def _free(self) -> Any:
-        result = free(self.shell, self.shell.user_ns)
+        result = api.free()
         for panel in self.panels:
             self._refresh(panel)
         return result

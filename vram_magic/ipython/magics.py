@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 from collections.abc import Callable
 from html import escape
@@ -14,16 +13,10 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
 from vram_magic import api
-from vram_magic.actions.estimate import EstimateError
-from vram_magic.actions.fit_sizing import FitError
-from vram_magic.actions.free import FreeError
-from vram_magic.actions.limit import LimitError, current_limit
 from vram_magic.ipython.arguments import HelpShown, parse_fit_line, parse_vram_line
 from vram_magic.ipython.live import LivePanels
 from vram_magic.ipython.restart import restart_and_restore
 from vram_magic.ipython.status_publisher import StatusPublisher
-from vram_magic.persistence.store import SnapshotError, snapshot_root
-from vram_magic.readings.report import read_report
 from vram_magic.render.actions import free_view
 from vram_magic.render.census import census_view
 from vram_magic.render.estimate import estimate_view
@@ -36,17 +29,10 @@ from vram_magic.render.view import View
 
 
 def _report(options: argparse.Namespace) -> View:
-    report = read_report()
-    if options.device is not None:
-        chosen = tuple(d for d in report.devices if d.cuda_index == options.device)
-        if not chosen:
-            visible = ", ".join(f"cuda:{d.cuda_index}" for d in report.devices) or "none"
-            raise UsageError(f"%vram report: no device cuda:{options.device} (visible: {visible})")
-        report = dataclasses.replace(report, devices=chosen)
-    limit = current_limit()
-    if limit is not None:
-        note = f"limit (%vram limit): {format_bytes(limit.nbytes)} on {limit.device}: {limit.how}"
-        report = dataclasses.replace(report, notes=(*report.notes, note))
+    try:
+        report = api.report(device=options.device)
+    except api.DeviceError as error:
+        raise UsageError(f"%vram report: {error}") from None
     return render_report(report, top=options.top)
 
 
@@ -63,7 +49,7 @@ def _history(options: argparse.Namespace) -> View:
 def _free(options: argparse.Namespace) -> View:
     try:
         result = api.free(*options.names, dry_run=options.dry_run, top=options.top)
-    except FreeError as error:
+    except api.FreeError as error:
         raise UsageError(f"%vram free: {error}") from None
     return free_view(result)
 
@@ -71,7 +57,7 @@ def _free(options: argparse.Namespace) -> View:
 def _limit(options: argparse.Namespace) -> View:
     try:
         limit = api.limit(options.size)
-    except LimitError as error:
+    except api.LimitError as error:
         raise UsageError(f"%vram limit: {error}") from None
     text = (
         "limit off"
@@ -84,14 +70,14 @@ def _limit(options: argparse.Namespace) -> View:
 def _snapshot(options: argparse.Namespace) -> View:
     try:
         return snapshot_view(api.snapshot(exclude=options.exclude))
-    except SnapshotError as error:
+    except api.SnapshotError as error:
         raise UsageError(f"%vram snapshot: {error}") from None
 
 
 def _restore(options: argparse.Namespace) -> View:
     try:
         return restore_view(api.restore(options.id, to=options.to, keep=options.keep))
-    except SnapshotError as error:
+    except api.SnapshotError as error:
         raise UsageError(f"%vram restore: {error}") from None
 
 
@@ -101,8 +87,8 @@ def _snapshots(options: argparse.Namespace) -> View:
             api.delete_snapshot(options.delete)
             text = f"snapshot {options.delete} deleted"
             return View(options.delete, text, f"<p>{escape(text)}</p>")
-        return snapshots_view(api.snapshots(), str(snapshot_root()))
-    except SnapshotError as error:
+        return snapshots_view(api.snapshots(), api.snapshot_folder())
+    except api.SnapshotError as error:
         raise UsageError(f"%vram snapshots: {error}") from None
 
 
@@ -137,6 +123,7 @@ class VramMagics(Magics):
 
     def __init__(self, shell: Any, live: LivePanels, status: StatusPublisher) -> None:
         super().__init__(shell)
+        self._shell: Any = shell  # IPython types Magics.shell as optional; here it is set
         self.live = live
         self.status = status
 
@@ -164,31 +151,31 @@ class VramMagics(Magics):
         except HelpShown:
             return None  # type: ignore[return-value]
         try:
-            result = api.fit_cell(self.shell.transform_cell(cell), options)
-        except FitError as error:
+            result = api.fit_cell(self._shell.transform_cell(cell), options)
+        except api.FitError as error:
             raise UsageError(f"%%fit: {error}") from None
         return fit_view(result)
 
     def _estimate(self, options: argparse.Namespace) -> View:
         """MODEL names a variable of the notebook when there is one, else a folder or hub id."""
-        model = self.shell.user_ns.get(options.model, options.model)
+        model = self._shell.user_ns.get(options.model, options.model)
         try:
             result = api.estimate(model, batch=options.batch, seq=options.seq, train=options.train)
-        except EstimateError as error:
+        except api.EstimateError as error:
             raise UsageError(f"%vram estimate: {error}") from None
-        return estimate_view(result, read_report())
+        return estimate_view(result, api.report())
 
     def _restart(self, options: argparse.Namespace) -> None:
         try:
-            restart_and_restore(self.shell, self.status, options.exclude, say=_show)
-        except SnapshotError as error:
+            restart_and_restore(self._shell, self.status, options.exclude, say=_show)
+        except api.SnapshotError as error:
             raise UsageError(f"%vram restart: not restarted: {error}") from None
 
     def _live(self, options: argparse.Namespace) -> View | None:
         if options.close:
             self.live.close_all()
             return None
-        if not _in_notebook(self.shell) or importlib.util.find_spec("ipywidgets") is None:
-            return render_report(read_report())
+        if not _in_notebook(self._shell) or importlib.util.find_spec("ipywidgets") is None:
+            return render_report(api.report())
         display(self.live.open(options.interval))
         return None

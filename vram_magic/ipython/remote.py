@@ -10,12 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from vram_magic.actions.free import free
+from vram_magic import api
 from vram_magic.ipython.extension import loaded_in
-from vram_magic.persistence.pending import mark_pending
-from vram_magic.persistence.restore import restore_pending
-from vram_magic.persistence.save import snapshot
-from vram_magic.persistence.store import Store
 from vram_magic.protocol.kernel_status import current_kernel_id
 from vram_magic.render.actions import free_view
 from vram_magic.render.snapshot import restore_view, snapshot_view
@@ -34,7 +30,7 @@ def _shell() -> Any:
 def free_for_server() -> str:
     """Free stranded memory and say what came back."""
     shell = _shell()
-    result = free(shell, shell.user_ns)
+    result = api.free()
     state = loaded_in(shell)
     if state is not None:
         state.hooks.status.refresh()
@@ -43,12 +39,12 @@ def free_for_server() -> str:
 
 def snapshot_for_server() -> str:
     """Snapshot the namespace and mark it for the restore after this kernel's restart."""
-    shell = _shell()
+    _shell()
     kernel_id = current_kernel_id()
     if kernel_id is None:
         raise RuntimeError("not a Jupyter kernel: no connection file")
-    result = snapshot(shell, shell.user_ns)
-    mark_pending(Store(), result.id, kernel_id)
+    result = api.snapshot()
+    api.mark_pending(result.id, kernel_id)
     return json.dumps(
         {
             "id": result.id,
@@ -61,9 +57,7 @@ def snapshot_for_server() -> str:
 
 def restore_for_server() -> str:
     """In the restarted kernel: restore the snapshot marked for it, then load vram_magic."""
-    from IPython import get_ipython
-
-    result = restore_pending(get_ipython().user_ns)
+    result = api.restore_pending()
     _shell()
     if result is None:
         return json.dumps({"id": None, "restored": [], "skipped": [], "text": "nothing to restore"})

@@ -16,11 +16,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from vram_magic import api
 from vram_magic.config import settings
 from vram_magic.ipython.status_publisher import StatusPublisher
-from vram_magic.persistence.pending import mark_pending
-from vram_magic.persistence.save import snapshot
-from vram_magic.persistence.store import Store
 from vram_magic.protocol.kernel_status import current_kernel_id
 from vram_magic.render.snapshot import snapshot_view
 
@@ -33,7 +31,7 @@ def restart_and_restore(
     exit_process: Callable[[int], Any] = os._exit,
 ) -> None:
     """Snapshot, then have this kernel restarted; returns only where there is no kernel."""
-    result = snapshot(shell, shell.user_ns, exclude=exclude)
+    result = api.snapshot(exclude=tuple(exclude))
     say(snapshot_view(result))
     kernel_id = current_kernel_id()
     if kernel_id is None:
@@ -42,7 +40,7 @@ def restart_and_restore(
             f"`%load_ext vram_magic` and `%vram restore {result.id}`"
         )
         return
-    mark_pending(Store(), result.id, kernel_id)
+    api.mark_pending(result.id, kernel_id)
     if status.request_restart() is not None:
         say("restarting: the VRAM sidebar restores this snapshot in the new kernel …")
         _flush()

@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vram_magic.actions.history import NameSizes
-from vram_magic.actions.limit import current_limit
+from vram_magic import api
 from vram_magic.protocol.kernel_status import (
     connection_file,
     status_from_report,
@@ -30,7 +29,7 @@ TOP = 5
 
 
 class StatusPublisher:
-    def __init__(self, names: NameSizes, namespace: dict[str, Any]) -> None:
+    def __init__(self, names: api.NameSizes, namespace: dict[str, Any]) -> None:
         self._names = names
         self._namespace = namespace
         self._top: tuple[tuple[str, int], ...] = ()
@@ -89,7 +88,7 @@ class StatusPublisher:
     def _publish(self, report: Report) -> None:
         if self.path is None:
             return
-        limit = current_limit()
+        limit = api.limit_in_force()
         status = status_from_report(
             report, self._top, limit.nbytes if limit else None, self.restart_request
         )
