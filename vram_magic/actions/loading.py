@@ -77,7 +77,7 @@ def fitting_loads(
     room: Callable[[], int | None], loads: list[Load], forced: str | None = None
 ) -> Iterator[None]:
     """Within the block, ``from_pretrained`` loads in the first form that fits ``room()``."""
-    transformers = sys.modules.get("transformers")
+    transformers: Any = sys.modules.get("transformers")
     if transformers is None:
         import transformers
     base = transformers.PreTrainedModel

@@ -115,7 +115,7 @@ def _progress(root: Any, innermost: Any) -> tuple[int, int] | None:
 
 
 def _text_config(model: Any) -> Any:
-    config = getattr(model, "config", None)
+    config: Any = getattr(model, "config", None)
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
@@ -144,7 +144,7 @@ def _kv_cache(model: Any, local: dict[str, Any]) -> KvCache | None:
         prompt = local.get("kwargs", {}).get("input_ids")
     if not (layers and heads and hidden) or getattr(prompt, "ndim", 0) != 2:
         return None
-    generation = local.get("generation_config") or getattr(model, "generation_config", None)
+    generation: Any = local.get("generation_config") or getattr(model, "generation_config", None)
     new = local.get("kwargs", {}).get("max_new_tokens") or getattr(
         generation, "max_new_tokens", None
     )

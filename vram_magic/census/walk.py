@@ -61,7 +61,7 @@ class Walker:
         self,
         is_tensor: Callable[[Any], bool],
         record: Callable[[Any, str, str, str | None], None],
-        record_many: Callable[[Any, str, str, str | None, set[int]], list[int]],
+        record_many: Callable[[Any, str, str, str | None, dict[int, Any]], list[int]],
         param_names: dict[int, str],
         visited: dict[int, Any],
     ) -> None:
@@ -280,7 +280,7 @@ def modules_within(value: Any, module: type, depth: int = 2) -> list[Any]:
     found: list[Any] = []
     level = [value]
     for _ in range(depth):
-        below = []
+        below: list[Any] = []
         for obj in level:
             if isinstance(obj, _NEVER):
                 continue
@@ -292,8 +292,9 @@ def modules_within(value: Any, module: type, depth: int = 2) -> list[Any]:
     return found
 
 
-def _torch_attr(module: str, name: str) -> type | None:
-    """``torch.<module>.<name>`` if torch is already imported; the walk never imports torch."""
+def _torch_attr(module: str, name: str) -> Any:
+    """``torch.<module>.<name>`` (a class or a module) if torch is already imported, else None;
+    the walk never imports torch."""
     import sys
 
     torch = sys.modules.get("torch")

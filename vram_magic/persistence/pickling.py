@@ -160,7 +160,7 @@ class SnapshotPickler(cloudpickle.Pickler):
         self.top: Any = None  # the variable being pickled, to tell "is" from "holds"
         self.devices: set[str] = set()  # where the storages it refers to are (reset per name)
         self._storage_index: dict[int, int] = {}
-        self._torch = sys.modules.get("torch")
+        self._torch: Any = sys.modules.get("torch")
         self._kinds: dict[type, str | None] = {}
 
     def _kind(self, kind: type) -> str | None:

@@ -69,7 +69,7 @@ def _usable(device: str) -> bool:
 def _load_blobs(store: Store, snapshot_id: str, manifest: dict, place: Placement) -> list[Any]:
     """Every storage and buffer of the snapshot, verified, each on its device."""
     entries = manifest["blobs"]
-    torch = (
+    torch: Any = (
         importlib.import_module("torch") if any(e["kind"] == "storage" for e in entries) else None
     )
     loaded: list[Any] = [None] * len(entries)
@@ -126,7 +126,10 @@ def restore(
     loaded = _load_blobs(store, snapshot_id, manifest, place)
     stream = io.BytesIO(pickled)
     unpickler = SnapshotUnpickler(stream, namespace, loaded)
-    restored, skipped, failed, resume = [], [], [], False
+    restored: list[str] = []
+    skipped: list[Unsaved] = []
+    failed: list[str] = []
+    resume = False
     for entry in manifest["names"]:
         try:
             if entry["how"] == "import":

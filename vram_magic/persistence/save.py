@@ -97,7 +97,7 @@ def import_of(name: str, value: Any) -> tuple[str, str | None] | None:
         named = sys.modules.get(value.__name__) is value and value.__spec__ is not None
         return (value.__name__, None) if named else None
     home, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
-    candidates = [(type(value).__module__, name)]
+    candidates: list[tuple[Any, Any]] = [(type(value).__module__, name)]
     if isinstance(home, str):  # from the package first: from transformers import LlamaConfig
         candidates[:0] = [(home.partition(".")[0], qualname), (home, qualname)]
     for module_name, attribute in candidates:

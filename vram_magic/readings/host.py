@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from vram_magic.readings.model import HostReading
 
 
 @functools.cache
-def _this_process():  # type: ignore[no-untyped-def]
+def _this_process() -> Any:
     import psutil
 
     return psutil.Process()
@@ -20,7 +21,8 @@ def read_host() -> HostReading:
         import psutil
 
         memory = psutil.virtual_memory()
-        total, available = int(memory.total), int(memory.available)
+        total: int | None = int(memory.total)
+        available: int | None = int(memory.available)
     except Exception:
         total = available = None
     try:

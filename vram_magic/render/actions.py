@@ -7,6 +7,7 @@ from html import escape
 from vram_magic.actions.fit_cell import DEFAULT_VARIABLE
 from vram_magic.actions.free import FreeResult
 from vram_magic.actions.oom import Fix, OomReport
+from vram_magic.readings.model import DeviceReading
 from vram_magic.render.report_layout import device_label
 from vram_magic.render.table import html_list, text_table
 from vram_magic.render.units import format_bytes
@@ -40,7 +41,7 @@ def free_view(result: FreeResult) -> View:
     )
 
 
-def _device_line(device) -> str:  # type: ignore[no-untyped-def]
+def _device_line(device: DeviceReading) -> str:
     return (
         f"{device_label(device)} {device.name or ''}: free {format_bytes(device.free)} of "
         f"{format_bytes(device.total)}; this kernel {format_bytes(device.this_process)} "

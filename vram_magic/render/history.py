@@ -50,8 +50,7 @@ def _rows(records: list[CellRecord], devices: list[str]) -> tuple[tuple[str, ...
 
 def history_svg(records: list[CellRecord], device: str) -> str:
     """Per cell: the peak above the starting point (light) and what the cell retained (dark)."""
-    points = [(r.execution_count, r.on(device)) for r in records]
-    points = [(cell, m) for cell, m in points if m is not None]
+    points = [(r.execution_count, m) for r in records if (m := r.on(device)) is not None]
     if not points:
         return ""
     scale = max(max(m.peak or m.after, m.after) for _, m in points) or 1

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
 
 
-def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]], left: int = 1) -> list[str]:
+def text_table(
+    header: tuple[str, ...], rows: Sequence[tuple[str, ...]], left: int = 1
+) -> list[str]:
     """Aligned columns; the first ``left`` columns flush left, the rest (numbers) flush right."""
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = []
@@ -20,7 +23,9 @@ def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]], left: int =
     return lines
 
 
-def html_table(header: tuple[str, ...], rows: list[tuple[str, ...]], raw_last: bool = False) -> str:
+def html_table(
+    header: tuple[str, ...], rows: Sequence[tuple[str, ...]], raw_last: bool = False
+) -> str:
     """An HTML table; with ``raw_last`` the last cell of each row is trusted HTML (a bar)."""
     head = "".join(f"<th>{escape(title)}</th>" for title in header)
     body = []

@@ -36,7 +36,8 @@ def devices_json(
     """Each GPU with this user's processes listed and every other process folded into one sum."""
     devices = []
     for device in machine.devices:
-        mine, others, other_bytes = [], 0, 0
+        mine: list[dict[str, Any]] = []
+        others, other_bytes = 0, 0
         for process in device.processes:
             facts = directory.facts(process.pid)
             if facts.mine:
