@@ -73,3 +73,12 @@ def test_the_history_keeps_the_last_cells_and_counts_the_dropped():
     assert [record.execution_count for record in recorder.records] == [3, 4, 5]
     assert recorder.records[-1].grew == (("x5", 20),)
     assert recorder.dropped == 2
+
+
+def test_only_the_users_names_are_tracked_one_name_at_a_time():
+    hidden = {"open": open, "_oh": {}}
+    namespace = CountingNamespace({**hidden, "Out": hidden["_oh"], "_5": torch.ones(10)})
+    names = NameSizes(hidden_names=hidden)
+    assert names.update(namespace, True, None) == []  # IPython's entries, the output cache
+    namespace["open"] = torch.ones(10)  # the user rebinding a hidden name makes it theirs
+    assert names.update(namespace, False, 1, "open = torch.ones(10)") == [("open", 40)]

@@ -122,7 +122,7 @@ def test_no_two_guesses_show_the_same_number():
     fixes = [
         Fix("halve the batch", 100, "", True),
         Fix("gradient checkpointing", 100, "", True),
-        Fix("free stranded memory", 100, "%vram free"),
+        Fix("free stranded memory", 100, frees=()),
         Fix("a model half the size", 40, "", True),
     ]
     assert [f.action for f in _distinct_guesses(fixes)] == [
@@ -130,3 +130,13 @@ def test_no_two_guesses_show_the_same_number():
         "free stranded memory",
         "a model half the size",
     ]
+
+
+def test_a_free_fix_holds_names_and_the_view_writes_the_magic():
+    from vram_magic.actions.oom import Fix
+    from vram_magic.render.actions import _how
+
+    assert _how(Fix("free stranded memory", 100, frees=())) == "%vram free"
+    assert _how(Fix("free what the failed cell kept", 100, frees=("loss", "x"))).startswith(
+        "%vram free loss x"
+    )

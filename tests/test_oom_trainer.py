@@ -146,10 +146,10 @@ def test_a_plain_loop_gets_its_batch_variable(notebook, reports, capsys):
     assert name == "batch_size" and batch.assign and 1 <= size <= 256
     assert f"batch_size = {size}" in out and "%%fit" in out
     kept = fixes["free what the failed cell kept"]  # the loop's names hold the graph
-    assert kept.how == "%vram free loss x" and kept.how in out
+    assert kept.frees == ("loss", "x") and "%vram free loss x" in out
     assert distinct_estimates(report), out
 
-    run(shell, kept.how)
+    run(shell, "%vram free loss x")
     shell.user_ns["batch_size"] = size
     again = run(shell, LOOP)
     assert again.success, again.error_in_exec  # the suggested batch really fits

@@ -203,3 +203,14 @@ def test_a_pending_restore_runs_once_for_its_kernel(snapshot_dir):
     assert restore_pending({}, "kernel-1234") is None
     with pytest.raises(SnapshotError, match="not a kernel id"):
         mark_pending(store, saved.id, "../escape")
+
+
+def test_a_snapshot_error_says_the_problem_and_render_adds_the_magics_hint(tmp_path):
+    from vram_magic.persistence.restore import restore
+    from vram_magic.persistence.store import SnapshotError, Store
+    from vram_magic.render.snapshot import snapshot_error_text
+
+    with pytest.raises(SnapshotError) as raised:
+        restore({}, store=Store(tmp_path))
+    assert str(raised.value) == f"no snapshots in {tmp_path}" and "%vram" not in str(raised.value)
+    assert snapshot_error_text(raised.value).endswith("; `%vram snapshot` makes one")

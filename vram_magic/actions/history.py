@@ -4,8 +4,9 @@ Runs in IPython's ``pre_run_cell``/``post_run_cell`` hooks, so it must stay far 
 millisecond: no ``gc.collect()``, no heap scan, and no walk over the namespace, which IPython grows
 by an ``_iN`` name every cell. A cell's work scales with what it touched: the names its source
 mentions, the names bound since the last cell and, when memory moved or names were deleted, the
-user's names seen before (a module or container may have grown in place). The history keeps the
-last ``HISTORY_LENGTH`` cells.
+user's names seen before (a module or container may have grown in place). Which names are the
+user's is ``census.roots.user_variables``, asked one name at a time; names with a leading
+underscore are private and not tracked. The history keeps the last ``HISTORY_LENGTH`` cells.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from types import FunctionType
 from typing import Any
 
+from vram_magic.census.roots import user_variables
 from vram_magic.census.tensors import storage_key
 from vram_magic.readings.cell_memory import CellMarks, MemoryMark
 from vram_magic.readings.sampler import sampler
@@ -26,7 +28,6 @@ from vram_magic.readings.sampler import sampler
 HISTORY_LENGTH = 10_000
 _CHANGED = 1 << 20  # memory moved by more than 1 MiB: containers may have grown in place
 _SHALLOW_ITEMS = 256
-_IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
 # ASCII that cannot be in a name, as spaces: what splits a source into its words (UTF-8 bytes of
 # non-ASCII letters are kept), about 7 times faster than a regular expression on an 8 KB cell.
 _NOT_NAME = bytes(c if c >= 128 or chr(c).isalnum() or chr(c) == "_" else 32 for c in range(256))
@@ -96,9 +97,11 @@ def _touched(source: str, namespace: dict[str, Any]) -> set[str]:
 
 
 class NameSizes:
-    """Tensor bytes per top-level name, remembered between cells."""
+    """Tensor bytes per top-level name, remembered between cells. ``hidden_names`` is the shell's
+    ``user_ns_hidden``: IPython's own entries, which are not the user's names."""
 
-    def __init__(self) -> None:
+    def __init__(self, hidden_names: dict[str, Any] | None = None) -> None:
+        self._hidden: dict[str, Any] = hidden_names if hidden_names is not None else {}
         self._known: dict[str, tuple[int, int]] = {}  # name -> (id of value, bytes)
         self.first_cell: dict[str, int] = {}
         self._last: str | None = None  # the namespace's last name at the last update
@@ -125,12 +128,14 @@ class NameSizes:
         grew = []
         tensor = getattr(sys.modules.get("torch"), "Tensor", None)
         for name in names:
-            if not isinstance(name, str) or name.startswith("_") or name in _IPYTHON_NAMES:
+            if not isinstance(name, str) or name.startswith("_"):
                 continue
             value = namespace.get(name, _MISSING)
             if value is _MISSING:
                 known.pop(name, None)
                 self.first_cell.pop(name, None)
+                continue
+            if not user_variables({name: value}, self._hidden):  # one name: no namespace walk
                 continue
             previous = known.get(name)
             same = previous is not None and previous[0] == id(value)
@@ -190,10 +195,12 @@ def _process_marks(peaks: dict[int, int]) -> tuple[MemoryMark, ...]:
 class CellRecorder:
     """Keeps the last ``length`` cells, and counts those it dropped to stay within it."""
 
-    def __init__(self, length: int = HISTORY_LENGTH) -> None:
+    def __init__(
+        self, length: int = HISTORY_LENGTH, hidden_names: dict[str, Any] | None = None
+    ) -> None:
         self.records: deque[CellRecord] = deque(maxlen=length)
         self.dropped = 0
-        self.names = NameSizes()
+        self.names = NameSizes(hidden_names)
         self._marks = CellMarks()
         self._before: tuple[MemoryMark, ...] | None = None  # None: no cell started
         self._started = 0.0

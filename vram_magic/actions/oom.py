@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from vram_magic.actions.estimate import quantized_weights
 from vram_magic.actions.history import CellRecord
 from vram_magic.census.model import Census, Holder
+from vram_magic.census.roots import user_variables
 from vram_magic.readings.model import DeviceReading
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ _REQUEST = re.compile(
     r"(?:Tried to allocate|you tried to allocate)\s+([\d.]+)\s*(B|bytes|[KMGT]i?B)", re.IGNORECASE
 )
 SHORT_FRACTION = 0.05
-HEADROOM = 0.05  # of the room, kept free by a suggested size, as %%fit does
+HEADROOM = 0.05  # of the room, kept free by a suggested size, as the batch-size search does
 
 
 def _is_out_of_memory_class(error: BaseException) -> bool:
@@ -73,8 +74,9 @@ def requested_bytes(message: str) -> int | None:
 @dataclass(frozen=True)
 class Fix:
     """One way out, by the bytes it saves. Where it is a setting, ``setting`` holds the names and
-    values to write (``assign``: notebook variables, else keyword arguments); the renderer says
-    the words."""
+    values to write (``assign``: notebook variables, else keyword arguments); where it is freeing,
+    ``frees`` holds the names to free (empty: the stranded memory alone). The renderer says the
+    words."""
 
     action: str
     saves: int
@@ -83,7 +85,8 @@ class Fix:
     setting: tuple[tuple[str, Any], ...] = ()
     assign: bool = False
     effective: int | None = None  # the effective batch the setting keeps
-    fit: bool = False  # %%fit finds this size by running the cell
+    fit: bool = False  # the batch-size search finds this size by running the cell
+    frees: tuple[str, ...] | None = None  # free these names (empty: what is stranded)
     per_item: int | None = None  # measured bytes per batch item the size comes from
     layers: int | None = None  # gradient checkpointing keeps one of these layers' activations
     percent: int | None = None  # a batch at most this share of the failed one (nothing names it)
@@ -181,8 +184,8 @@ def _models(namespace: dict[str, Any]) -> list[tuple[str, Any]]:
         return []
     return [
         (name, value)
-        for name, value in namespace.items()
-        if not name.startswith("_") and isinstance(value, torch.nn.Module)
+        for name, value in user_variables(namespace, {}).items()
+        if isinstance(value, torch.nn.Module)
     ]
 
 
@@ -267,10 +270,11 @@ def _fixes(
             )
         )
     if stranded:
-        fixes.append(Fix("free stranded memory", stranded, "%vram free"))
+        fixes.append(Fix("free stranded memory", stranded, frees=()))
     if measured.kept_names:
-        how = f"%vram free {' '.join(measured.kept_names)}"
-        fixes.append(Fix("free what the failed cell kept", measured.kept, how))
+        fixes.append(
+            Fix("free what the failed cell kept", measured.kept, frees=measured.kept_names)
+        )
     models = _models(namespace)
     activations = measured.activations
     generating = failure is not None and failure.kv_cache is not None

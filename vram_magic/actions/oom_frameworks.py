@@ -19,6 +19,7 @@ from vram_magic.actions.fit import torch_meter
 from vram_magic.actions.fit_cell import DEFAULT_VARIABLE
 from vram_magic.actions.fit_trainer import divisors
 from vram_magic.actions.oom import HEADROOM, Fix, Measured, fitting_size
+from vram_magic.census.roots import user_variables
 
 _TRAINER_CALLS = frozenset(
     {"train", "_inner_training_loop", "training_step", "evaluate", "evaluation_loop", "predict"}
@@ -169,7 +170,8 @@ def _used_model(namespace: dict[str, Any], names: set[str]) -> Any:
     torch = sys.modules.get("torch")
     if torch is None:
         return None
-    used = [v for n, v in namespace.items() if n in names and isinstance(v, torch.nn.Module)]
+    named = user_variables({n: v for n, v in namespace.items() if n in names}, {})
+    used = [v for v in named.values() if isinstance(v, torch.nn.Module)]
     return max(used, key=lambda m: sum(p.numel() for p in m.parameters()), default=None)
 
 
@@ -357,13 +359,14 @@ def generation_fixes(kv: KvCache, measured: Measured) -> list[Fix]:
 
 def variable_fix(failure: Failure, measured: Measured, namespace: dict[str, Any]) -> Fix | None:
     """A notebook int the failed code uses, named like a batch: the value that fits."""
+    named = user_variables({n: namespace[n] for n in failure.names if n in namespace}, {})
     found = sorted(
         name
-        for name in failure.names
+        for name, value in named.items()
         if "batch" in name.lower()
-        and isinstance(namespace.get(name), int)
-        and not isinstance(namespace[name], bool)
-        and namespace[name] >= 2
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= 2
     )
     if not found:
         return None

@@ -18,7 +18,7 @@ _recorders: weakref.WeakKeyDictionary[Any, CellRecorder] = weakref.WeakKeyDictio
 
 def start_recording(shell: Any) -> CellRecorder:
     """The recorder of ``shell``'s cells from now on (``%load_ext``)."""
-    recorder = _recorders[shell] = CellRecorder()
+    recorder = _recorders[shell] = CellRecorder(hidden_names=shell.user_ns_hidden)
     return recorder
 
 

@@ -23,7 +23,12 @@ from vram_magic.render.estimate import estimate_view
 from vram_magic.render.fit import fit_view
 from vram_magic.render.history import history_view
 from vram_magic.render.report import render_report
-from vram_magic.render.snapshot import restore_view, snapshot_view, snapshots_view
+from vram_magic.render.snapshot import (
+    restore_view,
+    snapshot_error_text,
+    snapshot_view,
+    snapshots_view,
+)
 from vram_magic.render.units import format_bytes
 from vram_magic.render.view import View
 
@@ -71,14 +76,14 @@ def _snapshot(options: argparse.Namespace) -> View:
     try:
         return snapshot_view(api.snapshot(exclude=options.exclude))
     except api.SnapshotError as error:
-        raise UsageError(f"%vram snapshot: {error}") from None
+        raise UsageError(f"%vram snapshot: {snapshot_error_text(error)}") from None
 
 
 def _restore(options: argparse.Namespace) -> View:
     try:
         return restore_view(api.restore(options.id, to=options.to, keep=options.keep))
     except api.SnapshotError as error:
-        raise UsageError(f"%vram restore: {error}") from None
+        raise UsageError(f"%vram restore: {snapshot_error_text(error)}") from None
 
 
 def _snapshots(options: argparse.Namespace) -> View:
@@ -89,7 +94,7 @@ def _snapshots(options: argparse.Namespace) -> View:
             return View(options.delete, text, f"<p>{escape(text)}</p>")
         return snapshots_view(api.snapshots(), api.snapshot_folder())
     except api.SnapshotError as error:
-        raise UsageError(f"%vram snapshots: {error}") from None
+        raise UsageError(f"%vram snapshots: {snapshot_error_text(error)}") from None
 
 
 _HANDLERS: dict[str, Callable[[argparse.Namespace], View]] = {
@@ -169,7 +174,9 @@ class VramMagics(Magics):
         try:
             restart_and_restore(self._shell, self.status, options.exclude, say=_show)
         except api.SnapshotError as error:
-            raise UsageError(f"%vram restart: not restarted: {error}") from None
+            raise UsageError(
+                f"%vram restart: not restarted: {snapshot_error_text(error)}"
+            ) from None
 
     def _live(self, options: argparse.Namespace) -> View | None:
         if options.close:

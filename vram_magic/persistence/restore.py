@@ -118,7 +118,7 @@ def restore(
     if snapshot_id is None:
         ids = store.ids()
         if not ids:
-            raise SnapshotError(f"no snapshots in {store.root}; `%vram snapshot` makes one")
+            raise SnapshotError(f"no snapshots in {store.root}", hint="take")
         snapshot_id = ids[-1]
     manifest = store.manifest(snapshot_id)
     pickled = store.verified_pickle(snapshot_id, manifest)

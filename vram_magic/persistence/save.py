@@ -69,7 +69,7 @@ class SnapshotResult:
 
 @dataclass(frozen=True)
 class SnapshotInfo:
-    """One snapshot on disk, as ``%vram snapshots`` lists it."""
+    """One snapshot on disk, as the list of snapshots shows it."""
 
     id: str
     created: str
@@ -81,7 +81,8 @@ class SnapshotInfo:
 
 
 def user_state(shell: Any | None, namespace: dict[str, Any]) -> dict[str, Any]:
-    """The variables a snapshot considers, in the order they were first bound."""
+    """The variables a snapshot considers, in the order they were first bound: the user's
+    variables (``census.roots.user_variables``) less private names and vram_magic's objects."""
     hidden = getattr(shell, "user_ns_hidden", {}) if shell is not None else {}
     return {
         name: value

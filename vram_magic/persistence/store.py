@@ -39,7 +39,13 @@ _PARTIAL = re.compile(rf"\.partial-{_ID.pattern}-(?P<pid>\d+)")
 
 
 class SnapshotError(ValueError):
-    """A snapshot that cannot be written, found or trusted; the message is one line."""
+    """A snapshot that cannot be written, found or trusted; the message is one line. ``hint``
+    names what helps, for a front door to phrase: ``"list"`` (the snapshots there are) or
+    ``"take"`` (take one first)."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 def snapshot_root() -> Path:
@@ -178,7 +184,8 @@ class Store:
         """The folder of an existing snapshot; a clear error for an unknown or malformed id."""
         path = self.root / snapshot_id
         if not _ID.fullmatch(snapshot_id) or not (path / MANIFEST).is_file():
-            raise SnapshotError(f"no snapshot {snapshot_id}; `%vram snapshots` lists them")
+            # the magic's words stay until the front door phrases the hint (snapshot_error_text)
+            raise SnapshotError(f"no snapshot {snapshot_id}", "list")
         return path
 
     def ids(self) -> list[str]:

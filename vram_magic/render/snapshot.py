@@ -6,11 +6,20 @@ from html import escape
 
 from vram_magic.persistence.restore import RestoreResult
 from vram_magic.persistence.save import Saved, SnapshotInfo, SnapshotResult, Unsaved
+from vram_magic.persistence.store import SnapshotError
 from vram_magic.render.table import html_list, html_table, text_table
 from vram_magic.render.units import count_of, format_bytes
 from vram_magic.render.view import View
 
 _SAVED_HEADER = ("name", "type", "where / how", "size")
+# A SnapshotError's hint, in the magic's words.
+_HINTS = {"list": "`%vram snapshots` lists them", "take": "`%vram snapshot` makes one"}
+
+
+def snapshot_error_text(error: SnapshotError) -> str:
+    """The error's one line, with its hint in the magic's words."""
+    hint = _HINTS.get(error.hint or "")
+    return f"{error}; {hint}" if hint else str(error)
 
 
 def _rows(saved: tuple[Saved, ...]) -> list[tuple[str, ...]]:
@@ -89,7 +98,7 @@ def _note(info: SnapshotInfo) -> str:
 
 def snapshots_view(found: tuple[SnapshotInfo, ...], folder: str) -> View:
     if not found:
-        text = f"no snapshots in {folder}; `%vram snapshot` makes one"
+        text = f"no snapshots in {folder}; {_HINTS['take']}"
         return View(found, text, f"<p>{escape(text)}</p>")
     title = f"{len(found)} snapshot(s) in {folder}, oldest first"
     header = ("id", "created", "variables", "not saved", "size", "note")
