@@ -10,6 +10,9 @@ import gc
 import pytest
 from IPython.core.error import UsageError
 
+from vram_magic.actions.free import Kept
+from vram_magic.census.model import Release
+
 MB = 2**20
 SIZE = 100 * MB
 
@@ -151,10 +154,48 @@ def test_free_names_a_user_variable_that_still_pins(vram):
         "model = torch.nn.Linear(5120, 5120, bias=False)\n"
         "class Box: pass\nholder = Box(); holder.model = model",
     )
-    result = run(vram, "%vram free model").result.data
+    view = run(vram, "%vram free model").result
+    result = view.data
     assert "model" not in vram.user_ns and "holder" in vram.user_ns
-    assert any("holder.model still holds the same memory" in line for line in result.kept)
+    assert Kept("model", "holder.model", "holder") in result.kept
+    assert (
+        "model: holder.model still holds the same memory; "
+        "release it with `del holder.model` or `%vram free holder`"
+    ) in view.text
     run(vram, "del holder")
+
+
+def test_holders_carry_their_root_stranded_and_a_release_as_facts(vram):
+    run(vram, "layer = torch.nn.Linear(8, 8)\nloss = layer(torch.ones(2, 8)).sum()")
+    run(
+        vram,
+        "def make():\n    t = torch.ones(100)\n    global w\n    w = weakref.ref(t)\n"
+        "    return lambda: t",
+    )
+    run(vram, "fn = make()")
+    run(vram, "torch.ones(300)")
+    view = run(vram, "%vram who --all").result
+    holders = view.data.holders
+    by_name = {h.name: h for h in holders}
+    graph = by_name["loss (autograd graph)"]
+    assert (graph.root, graph.stranded) == ("loss", False)
+    assert graph.release == Release(("loss",), detach=True)
+    assert "%vram free loss, or loss = loss.detach()" in view.text
+    closure = by_name["fn (closure)"]  # a hidden kind of holder, under the user's own name
+    assert closure.kind == "hidden" and (closure.root, closure.stranded) == ("fn", False)
+    assert closure.release == Release(("fn",))
+    out = next(h for h in holders if h.root.startswith("Out["))
+    assert out.stranded and out.kind == "hidden" and out.release == Release()
+    assert view.data.stranded_bytes == sum(h.nbytes for h in holders if h.stranded)
+    would = run(vram, "%vram free --dry-run").result.data
+    # a cell later, ``_`` and the last cell's result name other outputs: compare the roots
+    stranded_roots = {h.root for h in holders if h.stranded}
+    assert {r.holder.split(" / ")[0] for r in would.released} == stranded_roots
+    run(vram, "%vram free")
+    assert vram.user_ns["w"]() is not None, "a closure under a user's variable is not stranded"
+    run(vram, "%vram free fn")
+    assert vram.user_ns["w"]() is None and "fn" not in vram.user_ns
+    run(vram, "del layer, loss")
 
 
 def test_who_paths_name_parameters_gradients_and_optimizer_state(vram):

@@ -120,12 +120,6 @@ class OomReport:
     kv_cache: KvCache | None = None
 
 
-def _root_name(holder: Holder) -> str:
-    """The notebook name a holder's tensors are reached from: ``loss`` for its autograd graph."""
-    path = holder.entries[0].path if holder.entries else holder.name
-    return re.split(r"[.\[ ]", path, maxsplit=1)[0]
-
-
 def _measure(
     census: Census, record: CellRecord | None, requested: int | None, failure: Failure | None
 ) -> Measured:
@@ -162,7 +156,7 @@ def _measure(
         activations=activations,
         room=room,
         kept=kept,
-        kept_names=tuple(dict.fromkeys(_root_name(h) for h in kept_holders)),
+        kept_names=tuple(dict.fromkeys(h.root for h in kept_holders)),
     )
 
 

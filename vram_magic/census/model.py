@@ -29,6 +29,15 @@ class TensorEntry:
 
 
 @dataclass(frozen=True)
+class Release:
+    """How a holder is released: ``free(*names)`` (no names: ``free()``, what frees stranded
+    memory), or else ``detach`` the named tensor to keep its value without its autograd graph."""
+
+    names: tuple[str, ...] = ()
+    detach: bool = False
+
+
+@dataclass(frozen=True)
 class Holder:
     """One row of the census: a holder, what kind it is, and the storages only it reaches first."""
 
@@ -40,8 +49,9 @@ class Holder:
     summary: str
     entries: tuple[TensorEntry, ...]
     created_cell: int | None = None
-    release: str = ""
+    release: Release | None = None  # None: nothing in the notebook releases it
     stranded: bool = False  # returned by ``%vram free`` without names: nobody chose to keep it
+    root: str = ""  # the name of the root it is reached from; "" for cycles, cache and unknown
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,19 @@ from vram_magic.census.model import (
     VARIABLE,
     Census,
     Holder,
+    Release,
     TensorEntry,
 )
-from vram_magic.census.roots import Root, find_roots
+from vram_magic.census.roots import (
+    CYCLE,
+    HIDDEN_PLACE,
+    OUTPUT_CACHE,
+    Root,
+    find_roots,
+    is_stranded,
+    place_of,
+    variable_root,
+)
 from vram_magic.census.tensors import StorageKey, TensorTypes, storage_key
 from vram_magic.census.walk import Walker, modules_within
 from vram_magic.readings.report import read_report
@@ -49,9 +59,10 @@ class _Tally:
 
     name: str
     kind: str
-    release: str
+    release: Release | None
     created_cell: int | None
     stranded: bool = False
+    root: str = ""  # the root's name; "" for cycles, cache and unknown
     nbytes: int = 0
     tensors: int = 0
     entries: list[tuple[int, str, Any]] = field(default_factory=list)  # (bytes, path, shape key)
@@ -59,19 +70,15 @@ class _Tally:
     keys: dict[StorageKey, str] = field(default_factory=dict)  # storage -> path reaching it
 
 
-def _release_hint(root: Root, kind: str, label: str | None) -> str:
-    if root.kind == HIDDEN:
-        return "%vram free"
-    if kind == VARIABLE:
-        return f"%vram free {root.name}"
-    if label == "autograd graph":
-        return f"%vram free {root.name}, or {root.name} = {root.name}.detach()"
-    return f"%vram free {root.name}"
+def _release_hint(root: Root, kind: str, label: str | None) -> Release:
+    if is_stranded(root.place, kind):
+        return Release()  # what free() without names releases
+    return Release((root.name,), detach=kind != VARIABLE and label == "autograd graph")
 
 
 def _holder_name(root: Root, kind: str, label: str | None) -> str:
     """``model``, ``fn (closure)``, ``loss (autograd graph)``, ``Out[5] (autograd graph)``."""
-    if label is None or kind == VARIABLE or (root.kind == HIDDEN and kind != GRAPH):
+    if label is None or kind == VARIABLE or (root.place == HIDDEN_PLACE and kind != GRAPH):
         return root.label
     return f"{root.label} ({label})"
 
@@ -118,11 +125,20 @@ class _Census:
         return where == self.device or where.split(":")[0] == self.device
 
     def tally(
-        self, name: str, kind: str, release: str, created: int | None, stranded: bool = False
+        self,
+        name: str,
+        kind: str,
+        release: Release | None,
+        created: int | None,
+        where: str | None = None,
+        root: str = "",
     ) -> _Tally:
+        """The tally of one holder, reached from a root living ``where`` (None: from no place at
+        all: torch's cache, no holder found). Whether it is stranded is decided here, once."""
         key = (name, kind)
         if key not in self.tallies:
-            self.tallies[key] = _Tally(name, kind, release, created, stranded)
+            stranded = is_stranded(place_of(where) if where is not None else None, kind)
+            self.tallies[key] = _Tally(name, kind, release, created, stranded, root)
         return self.tallies[key]
 
     def _target(self, kind: str, label: str | None) -> _Tally:
@@ -133,14 +149,15 @@ class _Census:
             root = self.root
             assert root is not None
             created = self.created.get(root.name)
-            if created is None and root.name.startswith("Out["):
-                created = int(root.name[4:-1])
+            if created is None and root.where == OUTPUT_CACHE:
+                created = root.location.number
             target = self._targets[key] = self.tally(
                 _holder_name(root, kind, label),
                 kind,
                 _release_hint(root, kind, label),
                 created,
-                stranded=root.kind == HIDDEN,
+                root.where,
+                root.name,
             )
         return target
 
@@ -252,10 +269,8 @@ class _Census:
         if not stray:
             return
         in_cycles, held = split_cycles(stray)
-        cycles = self.tally(CYCLES, HIDDEN, "%vram free", None, stranded=True)
-        unknown = self.tally(
-            "no holder found", UNKNOWN, "held outside the notebook (module globals, threads?)", None
-        )
+        cycles = self.tally(CYCLES, HIDDEN, Release(), None, CYCLE)
+        unknown = self.tally("no holder found", UNKNOWN, None, None)
         for tensors, target in ((in_cycles, cycles), (held, unknown)):
             for tensor in tensors:
                 self.add(target, tensor, "?")
@@ -271,9 +286,7 @@ class _Census:
                     continue
                 free = torch.cuda.memory_reserved(index) - torch.cuda.memory_allocated(index)
                 if free > 0:
-                    tally = self.tally(
-                        f"allocator cache ({name})", CACHE, "%vram free", None, stranded=True
-                    )
+                    tally = self.tally(f"allocator cache ({name})", CACHE, Release(), None)
                     tally.nbytes += free
         except Exception:
             return
@@ -301,6 +314,7 @@ class _Census:
                     created_cell=tally.created_cell,
                     release=tally.release,
                     stranded=tally.stranded,
+                    root=tally.root,
                 )
             )
         holders.sort(key=lambda holder: -holder.nbytes)
@@ -407,6 +421,6 @@ def reach(value: Any, name: str) -> tuple[dict[StorageKey, str], set[int]]:
     if torch is None:
         return {}, set()
     census = _Census(torch, None, {}, keep_all=True)
-    visited = census.walk([Root(name, VARIABLE, value, [])], {})
+    visited = census.walk([variable_root(name, value)], {})
     keys = {key: path for tally in census.tallies.values() for key, path in tally.keys.items()}
     return keys, visited

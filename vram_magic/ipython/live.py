@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 from vram_magic import api
+from vram_magic.ipython.panel import LivePanel
 from vram_magic.ipython.restart import restart_and_restore
 from vram_magic.ipython.status_publisher import StatusPublisher
 from vram_magic.readings.sampler import sampler
-from vram_magic.ipython.panel import LivePanel
 
 # A census walks the heap: after a cell, panels refresh their holders only if at least this many
 # times the last census's duration has passed, so refreshing costs at most a tenth of the time.

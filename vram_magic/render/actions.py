@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from vram_magic.actions.fit_cell import DEFAULT_VARIABLE
-from vram_magic.actions.free import FreeResult
+from vram_magic.actions.free import FreeResult, Kept
 from vram_magic.actions.oom import Fix, OomReport
 from vram_magic.readings.model import DeviceReading
 from vram_magic.render.report_layout import device_label
@@ -19,6 +19,13 @@ def _as_html(css: str, title: str, table: list[str], lines: list[str]) -> str:
     return f'<div class="{css}"><strong>{escape(title)}</strong>{pre}{html_list(lines)}</div>'
 
 
+def kept_words(kept: Kept) -> str:
+    return (
+        f"{kept.name}: {kept.holder} still holds the same memory; "
+        f"release it with `del {kept.holder}` or `%vram free {kept.root}`"
+    )
+
+
 def free_view(result: FreeResult) -> View:
     verb = "would return" if result.dry_run else "returned"
     title = f"%vram free {verb} {format_bytes(result.total)}"
@@ -29,7 +36,7 @@ def free_view(result: FreeResult) -> View:
             (f"torch's CUDA cache, to the driver{cached}", format_bytes(result.cache_returned))
         )
     lines = [f"deleted: {', '.join(result.deleted)}"] if result.deleted else []
-    lines.extend(result.kept)
+    lines.extend(kept_words(kept) for kept in result.kept)
     if result.still_held:
         held = ", ".join(f"{h.name} {format_bytes(h.nbytes)} ({h.kind})" for h in result.still_held)
         lines.append(f"still held: {held}")
@@ -77,6 +84,8 @@ def _how(fix: Fix) -> str:
         parts.append(f"generate on {fix.prompts} prompts per call")
     if fix.percent:
         parts.append(f"a batch at most {fix.percent}% of this one")
+    if fix.frees is not None:
+        parts.append(" ".join(["%vram free", *fix.frees]))
     if fix.how:
         parts.append(fix.how)
     if fix.per_item:

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from html import escape
 
-from vram_magic.census.model import KINDS, Census, Holder
+from vram_magic.census.model import KINDS, Census, Holder, Release
 from vram_magic.render.table import html_list, html_table, text_table
 from vram_magic.render.units import format_bytes
 from vram_magic.render.view import View
 
 COLUMNS = ("holder", "kind", "bytes", "tensors", "device", "shapes", "cell", "release with")
 PATHS_SHOWN = 3
+
+
+def release_words(release: Release | None) -> str:
+    """``%vram free``, ``%vram free loss, or loss = loss.detach()``; or why nothing here can."""
+    if release is None:
+        return "held outside the notebook (module globals, threads?)"
+    words = " ".join(("%vram free", *release.names))
+    if release.detach and release.names:
+        name = release.names[0]
+        words += f", or {name} = {name}.detach()"
+    return words
 
 
 def _row(holder: Holder) -> tuple[str, ...]:
@@ -22,7 +33,7 @@ def _row(holder: Holder) -> tuple[str, ...]:
         ",".join(holder.devices) or "-",
         holder.summary or "-",
         str(holder.created_cell) if holder.created_cell is not None else "",
-        holder.release,
+        release_words(holder.release),
     )
 
 
