@@ -172,12 +172,15 @@ def _train_target(
 
 def _fixed_bytes(trainer: Any) -> int:
     """What every ``train()`` attempt allocates whatever its batch: the gradients and, for the
-    Adam family the Trainer creates, its two moments (0 where it is not known)."""
+    Adam family the Trainer creates, its two moments (0 where it is not known). The moments are
+    made at the first optimizer step, after the last backward of it: only a second step's
+    activations meet them, so a one-step training does not count them."""
     trainable = sum(
         p.numel() * p.element_size() for p in trainer.model.parameters() if p.requires_grad
     )
     optim = str(trainer.args.optim).lower()
-    moments = 2 if trainer.optimizer is None and "adam" in optim and "8bit" not in optim else 0
+    adam = trainer.optimizer is None and "adam" in optim and "8bit" not in optim
+    moments = 2 if adam and trainer.args.max_steps != 1 else 0
     return trainable * (1 + moments)
 
 
