@@ -9,6 +9,8 @@ shell with vram_magic loaded) sit among 1,000,000 other GC-tracked objects. The 
 pytorch_memlab's ``MemReporter().report()`` on the same heap in the same run, its printout sent
 to a buffer. A bare ``gc.collect()`` and one pass over ``gc.get_objects()`` picking tensors are
 printed as reference points: a census that must see every tensor can hardly beat the second.
+The time target is set for the full heap; on a smaller one (--quick) it still must hold, which
+catches only a gross regression, and the row says so. The ratio to MemReporter holds at any size.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import Any
 
 from _timing import Table, finish, finite, median, number, seconds
 
-TARGET_WHO_S = 0.8
+TARGET_WHO_S = 0.8  # on the full heap
+FULL_TENSORS, FULL_OBJECTS = 100_000, 1_000_000
 TARGET_RATIO = 2.0  # MemReporter's time / who()'s
 
 
@@ -105,8 +108,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
-    tensors = args.tensors or 100_000 // scale
-    others = args.objects or 1_000_000 // scale
+    tensors = args.tensors or FULL_TENSORS // scale
+    others = args.objects or FULL_OBJECTS // scale
     runs = args.runs or (3 if args.quick else 5)
 
     import torch
@@ -151,6 +154,8 @@ def main() -> int:
         name for name, ok in (("who() time", who_ok), ("who() vs MemReporter", ratio_ok)) if not ok
     ]
     notes = [who.problem or who.note, peer.problem or peer.note]
+    if tensors < FULL_TENSORS or others < FULL_OBJECTS:
+        notes.insert(0, f"time target set for {FULL_TENSORS:,} tensors: a gross regression only")
     if peer.problem:
         notes.append("ratio not checked")
     table.print_row(

@@ -2,9 +2,11 @@
 
     python benchmarks/bench_readings.py            # fake NVML with 8 recorded GPUs (CPU machine)
     python benchmarks/bench_readings.py --real     # the real NVML of this machine
+    python benchmarks/bench_readings.py --quick    # smoke run: 5 imports, 50 readings
     python benchmarks/bench_readings.py --json out.json
 
 Each figure is a median of repeated runs, printed beside a baseline measured in the same run.
+The targets are per import and per reading, so --quick keeps them (medians of fewer runs).
 """
 
 from __future__ import annotations
@@ -53,9 +55,12 @@ def median_ms(function: Callable[[], object], runs: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", action="store_true", help="use this machine's NVML")
-    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--runs", type=int, help="readings per row (default 200)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 5 imports, 50 readings")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
+    runs = args.runs or (50 if args.quick else 200)
+    imports = 5 if args.quick else 15
 
     from IPython.core.interactiveshell import InteractiveShell
 
@@ -96,28 +101,31 @@ def main() -> int:
     rows = [
         (
             "import vram_magic",
-            import_ms("vram_magic", 15),
+            import_ms("vram_magic", imports),
             TARGET_IMPORT_MS,
             "import pynvml",
-            import_ms("pynvml", 15),
+            import_ms("pynvml", imports),
         ),
         (
             f"one reading ({devices} GPUs)",
-            median_ms(lambda: read_report(session), args.runs),
+            median_ms(lambda: read_report(session), runs),
             TARGET_READING_MS,
             "raw NVML calls",
-            median_ms(raw_nvml_calls, args.runs),
+            median_ms(raw_nvml_calls, runs),
         ),
         (
             "%vram report (read+text+html)",
-            median_ms(magic_report, args.runs // 4),
+            median_ms(magic_report, runs // 4),
             None,
             "one reading",
-            median_ms(lambda: read_report(session), args.runs),
+            median_ms(lambda: read_report(session), runs),
         ),
     ]
 
-    print(f"vram_magic readings benchmark · {setup} · python {sys.version.split()[0]}")
+    print(
+        f"vram_magic readings benchmark · {setup} · medians of {imports} imports, {runs} readings"
+        f" · python {sys.version.split()[0]}"
+    )
     print(f"{'measure':32} {'median ms':>10} {'target':>8}  {'baseline':22} {'ms':>8} {'ratio':>6}")
     missed = []
     results = []
