@@ -61,6 +61,19 @@ class Table:
         print(" ".join(parts).rstrip())
 
 
+def summarise(
+    summary: dict[str, tuple[float, str, bool]],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Print one line per target (value, target, MISSED); the JSON rows and the missed names."""
+    missed = []
+    for name, (value, target, ok) in summary.items():
+        print(f"{name}: {value:.2f} (target {target}){'' if ok else '  MISSED'}")
+        if not ok:
+            missed.append(name)
+    results = [{"measure": k, "value": v[0], "target": v[1]} for k, v in summary.items()]
+    return results, missed
+
+
 def finish(
     setup: str, results: list[dict[str, Any]], missed: list[str], json_path: Path | None
 ) -> int:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _timing import Table, finish, number
+from _timing import Table, finish, number, summarise
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fit_workload import TRAIN, allocator_room, fits, largest_fitting
@@ -194,12 +194,7 @@ def main() -> int:
         ),
         "OOMs on rerun": (sum(rerun_ooms), "== 0", sum(rerun_ooms) == 0),
     }
-    missed = []
-    for name, (value, target, ok) in summary.items():
-        print(f"{name}: {value:.2f} (target {target}){'' if ok else '  MISSED'}")
-        if not ok:
-            missed.append(name)
-    results = [{"measure": k, "value": v[0], "target": v[1]} for k, v in summary.items()]
+    results, missed = summarise(summary)
     return finish(where, results, missed, args.json)
 
 

@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _timing import Table, finish, number
+from _timing import Table, finish, number, summarise
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import trainer_workload as workload
@@ -391,12 +391,7 @@ def main() -> int:
             fit_time <= 0.5 * auto_time,
         ),
     }
-    missed = []
-    for name, (value, target, ok) in summary.items():
-        print(f"{name}: {value:.2f} (target {target}){'' if ok else '  MISSED'}")
-        if not ok:
-            missed.append(name)
-    results = [{"measure": k, "value": v[0], "target": v[1]} for k, v in summary.items()]
+    results, missed = summarise(summary)
     results += [{"measure": "row", **record} for record in records]
     return finish(where, results, missed, args.json)
 

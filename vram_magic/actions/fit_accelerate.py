@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from vram_magic.actions.fit_sizing import Sizing, in_use, patched
+from vram_magic.actions.fit_sizing import Sizing, framework, patched
 
 _LISTS = ("_models", "_optimizers", "_schedulers", "_dataloaders")
 _PREPARES = (
@@ -75,12 +75,13 @@ def _noting(references: PreparedReferences) -> Callable[[Any], Any]:
 def accelerate_references(sizing: Sizing, cell: str) -> Iterator[None]:
     """For the block, failed attempts hand back what accelerate prepared in them. Only where
     the cell or the notebook uses accelerate (Trainer does): never imported for nothing."""
-    if not in_use(cell, ("accelerate", "transformers"), ("accelerate", "transformers")):
-        yield
-        return
-    try:
-        from accelerate import Accelerator
-    except ImportError:
+    accelerator = framework(
+        cell,
+        ("accelerate", "transformers"),
+        ("accelerate", "transformers"),
+        "accelerate.Accelerator",
+    )
+    if accelerator is None:
         yield
         return
     references = PreparedReferences()
@@ -88,5 +89,5 @@ def accelerate_references(sizing: Sizing, cell: str) -> Iterator[None]:
     sizing.undo_attempt.append(references.undo)
     with contextlib.ExitStack() as stack:
         for name in _PREPARES:
-            stack.enter_context(patched(Accelerator, name, _noting(references)))
+            stack.enter_context(patched(accelerator, name, _noting(references)))
         yield

@@ -14,18 +14,16 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from vram_magic.actions.fit_sizing import KeywordSize, Sizing, in_use, patched
+from vram_magic.actions.fit_sizing import KeywordSize, Sizing, framework, patched
 
 
 @contextlib.contextmanager
 def pipeline_calls(sizing: Sizing, cell: str) -> Iterator[None]:
     """For the block, pipeline calls are sized as the module docstring says."""
-    if not in_use(cell, ("transformers",), ("transformers", "pipeline")):
-        yield
-        return
-    try:
-        from transformers import Pipeline
-    except ImportError:
+    pipeline = framework(
+        cell, ("transformers",), ("transformers", "pipeline"), "transformers.Pipeline"
+    )
+    if pipeline is None:
         yield
         return
 
@@ -42,5 +40,5 @@ def pipeline_calls(sizing: Sizing, cell: str) -> Iterator[None]:
 
         return call
 
-    with patched(Pipeline, "__call__", make):
+    with patched(pipeline, "__call__", make):
         yield

@@ -9,6 +9,7 @@ order, and which fits are running now, so a fit inside another one only shrinks 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -126,10 +127,17 @@ class KeywordSize:
         return (Setting(f"batch_size of {self.target.sized}", size),)
 
 
-def in_use(code: str, modules: tuple[str, ...], words: tuple[str, ...]) -> bool:
-    """Whether a framework can take part in ``code``: imported already, or named by it (a cell
-    may import it). Patching it otherwise would import it for nothing."""
-    return any(name in sys.modules for name in modules) or any(word in code for word in words)
+def framework(code: str, modules: tuple[str, ...], words: tuple[str, ...], path: str) -> Any:
+    """The class at ``path`` (``"transformers.Trainer"``) when its framework can take part in
+    ``code`` (imported already, or named by the cell, which may import it) and imports; else
+    None. Patching a framework otherwise would import it for nothing."""
+    if not any(name in sys.modules for name in modules) and not any(w in code for w in words):
+        return None
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:
+        return None
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from vram_magic.actions.fit import Setting, Target
-from vram_magic.actions.fit_sizing import FitError, Sizing, in_use, patched
+from vram_magic.actions.fit_sizing import FitError, Sizing, framework, patched
 from vram_magic.actions.limit import outside_budget
 
 HOST_RAM_SPARE = 1.25  # the weights' copy is made only when host RAM holds it this many times
@@ -248,12 +248,10 @@ def _has_eval_data(trainer: Any, method: str, args: tuple, kwargs: dict[str, Any
 def trainer_calls(sizing: Sizing, cell: str) -> Iterator[None]:
     """For the block, Trainer calls are sized (or guarded) as the module docstring says. Only
     where transformers is in use: a Trainer cannot exist without it."""
-    if not in_use(cell, ("transformers",), ("transformers", "Trainer", "trl")):
-        yield
-        return
-    try:
-        from transformers import Trainer
-    except ImportError:
+    trainer_class = framework(
+        cell, ("transformers",), ("transformers", "Trainer", "trl"), "transformers.Trainer"
+    )
+    if trainer_class is None:
         yield
         return
     rollbacks: dict[int, TrainerRollback] = {}  # guarded trainers of the attempt running now
@@ -295,9 +293,9 @@ def trainer_calls(sizing: Sizing, cell: str) -> Iterator[None]:
 
     try:
         with contextlib.ExitStack() as stack:
-            stack.enter_context(patched(Trainer, "train", sized_train))
-            stack.enter_context(patched(Trainer, "evaluate", sized_eval("evaluate")))
-            stack.enter_context(patched(Trainer, "predict", sized_eval("predict")))
+            stack.enter_context(patched(trainer_class, "train", sized_train))
+            stack.enter_context(patched(trainer_class, "evaluate", sized_eval("evaluate")))
+            stack.enter_context(patched(trainer_class, "predict", sized_eval("predict")))
             yield
     finally:
         for rollback in rollbacks.values():
