@@ -69,3 +69,15 @@ def snapshot_dir(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     folder = tmp_path / "snapshots"
     monkeypatch.setattr(settings, "snapshot_dir", str(folder))
     return folder
+
+
+@pytest.fixture
+def jp_server_config():  # type: ignore[no-untyped-def]
+    """The real Jupyter server of the server tiers (pytest-jupyter), with the extension on and
+    anonymous requests refused."""
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"vram_magic": True},
+            "allow_unauthenticated_access": False,
+        }
+    }

@@ -27,16 +27,6 @@ NOBODY = 65534
 
 
 @pytest.fixture
-def jp_server_config():  # type: ignore[no-untyped-def]
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"vram_magic": True},
-            "allow_unauthenticated_access": False,
-        }
-    }
-
-
-@pytest.fixture
 def two_gpus():  # type: ignore[no-untyped-def]
     """The recording's live state; the server reads it on every request."""
     session = fake_session(load_recording("two_gpus_other_processes"))

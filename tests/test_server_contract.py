@@ -328,16 +328,6 @@ def load_contract() -> tuple[Contract, dict[str, str]]:
 # The server
 
 
-@pytest.fixture
-def jp_server_config():  # type: ignore[no-untyped-def]
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"vram_magic": True},
-            "allow_unauthenticated_access": False,
-        }
-    }
-
-
 async def get(jp_fetch, path: str) -> Any:  # type: ignore[no-untyped-def]
     response = await jp_fetch("vram", path)
     assert response.code == 200

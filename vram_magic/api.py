@@ -160,9 +160,7 @@ def explain(error: BaseException, record: CellRecord | None = None) -> OomReport
     failure = read_failure(error, namespace)  # while its frames still hold it
     if settings.clear_frames_on_oom:
         clear_exception(error)
-    recorder = recorder_of(shell)
-    created = recorder.names.first_cell if recorder is not None else {}
-    census = take_census(shell, namespace, created=created)
+    census = who()  # after the frames were cleared: what the error no longer holds is not counted
     return explain_oom(
         error,
         census,

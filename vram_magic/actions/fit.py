@@ -101,6 +101,11 @@ class Meter:
 BLIND = Meter(lambda: 0, lambda: None, lambda: None, lambda: None, "cpu")
 
 
+def divisors(number: int) -> list[int]:
+    """The sizes that split an effective batch of ``number`` exactly, ascending."""
+    return [d for d in range(1, number + 1) if number % d == 0]
+
+
 @dataclass
 class _Search:
     room: int | None

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from vram_magic.actions.fit import FitResult, Setting, Target, torch_meter
+from vram_magic.actions.fit import FitResult, Setting, Target, divisors, torch_meter
 from vram_magic.actions.fit_accelerate import accelerate_references
 from vram_magic.actions.fit_pipeline import pipeline_calls
 from vram_magic.actions.fit_sizing import FitError, FitOptions, KeywordSize, Sizing
@@ -94,7 +94,7 @@ def _variable_target(namespace: dict[str, Any], options: FitOptions) -> Target:
         steps.set(effective // value)
         return (Setting(size.text, value), Setting(steps.text, effective // value))
 
-    allowed = [d for d in range(1, effective + 1) if effective % d == 0] if effective else None
+    allowed = divisors(effective) if effective else None
     return Target(size.text, start, apply, allowed, effective=effective)
 
 

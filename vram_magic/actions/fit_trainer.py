@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from vram_magic.actions.fit import Setting, Target
+from vram_magic.actions.fit import Setting, Target, divisors
 from vram_magic.actions.fit_sizing import FitError, Sizing, framework, patched
 from vram_magic.actions.limit import outside_budget
 
@@ -134,10 +134,6 @@ class TrainerRollback:
 
     def close(self) -> None:
         self._hook.remove()
-
-
-def divisors(number: int) -> list[int]:
-    return [d for d in range(1, number + 1) if number % d == 0]
 
 
 def _train_target(

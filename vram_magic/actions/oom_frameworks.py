@@ -15,9 +15,8 @@ import types
 from dataclasses import dataclass, replace
 from typing import Any
 
-from vram_magic.actions.fit import torch_meter
+from vram_magic.actions.fit import divisors, torch_meter
 from vram_magic.actions.fit_cell import DEFAULT_VARIABLE
-from vram_magic.actions.fit_trainer import divisors
 from vram_magic.actions.oom import HEADROOM, Fix, Measured, fitting_size
 from vram_magic.census.roots import user_variables
 
