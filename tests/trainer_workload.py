@@ -9,6 +9,8 @@ import gc
 import tempfile
 from typing import Any
 
+from fit_workload import allocator_room
+
 SETUP = '''
 import torch, transformers
 from transformers import Trainer, TrainingArguments
@@ -85,9 +87,9 @@ def limit_room(shell: Any, room: int) -> int:
     if torch.cuda.is_available():
         vram_magic.limit("off")
         torch.cuda.empty_cache()
-        held = torch.cuda.memory_reserved() + (vram_magic.report().devices[0].process_other or 0)
-        vram_magic.limit(str(held + room))
-        return held + room
+        limit = int(allocator_room(torch.cuda.memory_reserved() + room))  # context on top
+        vram_magic.limit(str(limit))
+        return limit
     vram_magic.limit("1TB")
     budget = cpu_budget()
     assert budget is not None, "the CPU budget is for machines without CUDA"
