@@ -150,12 +150,16 @@ def lab_server(
 
 @contextmanager
 def fake_gpu_server(
-    root: Path, private: Path, args: Sequence[str] = (), app: Literal["lab", "notebook"] = "lab"
+    root: Path,
+    private: Path,
+    args: Sequence[str] = (),
+    app: Literal["lab", "notebook"] = "lab",
+    recording: str = "two_gpus_other_processes",
 ) -> Iterator[tuple[LabServer, Path]]:
     """``lab_server`` with the vram_magic server extension, a fresh layout and fast-polling
-    settings (kept in ``private``), whose NVML answers from a two-GPU recording: the file it
-    yields beside the server, which a test may rewrite. ``root`` gets train.ipynb (it loads
-    vram_magic and holds 256 MB) and eval.ipynb."""
+    settings (kept in ``private``), whose NVML answers from a recording (two GPUs by default):
+    the file it yields beside the server, which a test may rewrite (with as many GPUs).
+    ``root`` gets train.ipynb (it loads vram_magic and holds 256 MB) and eval.ipynb."""
     write_notebook(root / "train.ipynb", TRAIN_CELLS)
     write_notebook(root / "eval.ipynb", ["print('evaluating')"])
     settings = private / "settings"
@@ -163,7 +167,7 @@ def fake_gpu_server(
         (settings / plugin).parent.mkdir(parents=True, exist_ok=True)
         (settings / plugin).write_text(json.dumps(values))
     gpus = private / "gpus.json"
-    gpus.write_text(json.dumps(load_recording("two_gpus_other_processes")))
+    gpus.write_text(json.dumps(load_recording(recording)))
     env = {
         "VRAM_MAGIC_FAKE_NVML": str(gpus),
         # a fresh layout and default settings on every run

@@ -83,6 +83,8 @@ export interface IKernelsReply {
 export interface IFreeReply {
   kernel_id: string;
   freed: number;
+  /** What each holder gave back, largest first. */
+  released: { holder: string; bytes: number }[];
   text: string;
 }
 
@@ -130,11 +132,40 @@ export function freeKernel(settings: ServerConnection.ISettings, id: string): Pr
   });
 }
 
+/** A variable that was not saved, or not restored, and why. */
+export interface IUnsaved {
+  name: string;
+  reason: string;
+}
+
+/** A snapshot the kernel took: its names, what it could not save, its size and time. */
+export interface ISnapshotReply {
+  id: string;
+  saved: string[];
+  unsaved: IUnsaved[];
+  bytes: number;
+  seconds: number;
+  text: string;
+}
+
+/** A restore in the new kernel; `import_seconds` and `tensor_seconds` are parts of `seconds`. */
+export interface IRestoreReply {
+  id: string | null;
+  restored: string[];
+  skipped: IUnsaved[];
+  seconds?: number;
+  import_seconds?: number;
+  tensor_seconds?: number;
+  text: string;
+}
+
 /** What a restart brought back: the snapshot (when the server took it) and the restore. */
 export interface IRestartReply {
   kernel_id: string;
-  snapshot: { id: string; saved: string[]; text: string } | null;
-  restore: { id: string | null; restored: string[]; text: string };
+  snapshot: ISnapshotReply | null;
+  restore: IRestoreReply;
+  /** The kernel's stop and start. */
+  restart_seconds: number;
   text: string;
 }
 

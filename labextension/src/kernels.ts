@@ -1,14 +1,16 @@
 /** One kernel's row in the sidebar: its name and memory, and the Free / Restart / Shut down buttons. */
 
-import { IFreeReply, IKernel, messageOf } from './api';
+import { IFreeReply, IKernel, IRestartReply, messageOf } from './api';
 import { element } from './dom';
 import { formatBytes } from './format';
+import { IPoint, SPARKLINE_SECONDS, sparklinePoints } from './sparkline';
+import { freeSummary, ISummary, restartSummary } from './summary';
 import { kernelLabel } from './usage';
 
 /** What the buttons do; the sidebar supplies them. */
 export interface IKernelActions {
   free(id: string): Promise<IFreeReply>;
-  restart(id: string): Promise<{ text?: string }>;
+  restart(id: string): Promise<IRestartReply>;
   shutdown(kernel: IKernel): Promise<void>;
   /** Called after any action, to read the GPUs again. */
   done(): void;
@@ -26,6 +28,10 @@ const READY = new Set(['idle', 'starting']);
 
 /** A few of the largest tensors or objects the kernel reported. */
 const TOP_SHOWN = 3;
+
+const SPARK_WIDTH = 120;
+const SPARK_HEIGHT = 18;
+const SVG = 'http://www.w3.org/2000/svg';
 
 export class KernelRow {
   readonly node = element('li', 'vram-magic-kernel');
@@ -45,10 +51,16 @@ export class KernelRow {
       buttons.append(button);
       this._buttons.set(action, button);
     }
-    this.node.append(head, this._detail, buttons, this._result);
+    this._spark.setAttribute('class', 'vram-magic-sparkline');
+    this._spark.setAttribute('height', String(SPARK_HEIGHT));
+    this._spark.setAttribute('viewBox', `0 0 ${SPARK_WIDTH} ${SPARK_HEIGHT}`);
+    this._spark.setAttribute('preserveAspectRatio', 'none'); // as wide as the row
+    this._spark.append(this._sparkLine, this._sparkTitle);
+    this.node.append(head, this._spark, this._detail, buttons, this._result);
   }
 
-  update(kernel: IKernel, current: boolean): void {
+  /** `points`: the kernel's bytes over the last minutes, for its sparkline. */
+  update(kernel: IKernel, current: boolean, points: IPoint[] = []): void {
     this._kernel = kernel;
     this.node.classList.toggle('vram-magic-current', current);
     this._name.textContent = kernelLabel(kernel);
@@ -64,7 +76,15 @@ export class KernelRow {
     this._state.dataset.state = state;
     this._bytes.textContent = formatBytes(kernel.bytes);
     this._detail.textContent = details(kernel).join(' · ');
+    this._drawSparkline(points);
     this._renderButtons();
+  }
+
+  private _drawSparkline(points: IPoint[]): void {
+    this._sparkLine.setAttribute('points', sparklinePoints(points, SPARK_WIDTH, SPARK_HEIGHT, 0));
+    const largest = Math.max(0, ...points.map(p => p.bytes));
+    const minutes = Math.round(SPARKLINE_SECONDS / 60);
+    this._sparkTitle.textContent = `This kernel's GPU memory over the last ${minutes} minutes at most (up to ${formatBytes(largest)})`;
   }
 
   private _renderButtons(): void {
@@ -89,17 +109,15 @@ export class KernelRow {
     this._renderButtons();
     try {
       if (action === 'free') {
-        const reply = await this._actions.free(kernel.id);
-        this._show(reply.text || `Freed ${formatBytes(reply.freed)}`, false);
+        this._show(freeSummary(await this._actions.free(kernel.id)), false);
       } else if (action === 'restart') {
-        const reply = await this._actions.restart(kernel.id);
-        this._show(reply.text || 'Restarted; variables restored', false);
+        this._show(restartSummary(await this._actions.restart(kernel.id)), false);
       } else {
         await this._actions.shutdown(kernel);
       }
     } catch (error) {
       const label = BUTTONS.find(b => b.action === action)!.label;
-      this._show(`${label} failed\n${messageOf(error)}`, true);
+      this._show({ headline: `${label} failed`, lines: [messageOf(error)], details: '' }, true);
     } finally {
       this._pending = null;
       this._renderButtons();
@@ -107,14 +125,28 @@ export class KernelRow {
     }
   }
 
-  /** What the last action said, its first line as the headline; it stays until dismissed. */
-  private _show(text: string, failed: boolean): void {
+  /** What the last action did, in short, with the kernel's full tables behind a click; it
+   * stays until dismissed. */
+  private _show(summary: ISummary, failed: boolean): void {
     const close = element('button', 'vram-magic-result-close', '×');
     close.type = 'button';
     close.title = 'Dismiss';
     close.addEventListener('click', () => this._result.replaceChildren());
     this._result.classList.toggle('vram-magic-failed', failed);
-    this._result.replaceChildren(element('div', 'vram-magic-result-text', text), close);
+    const text = element('div', 'vram-magic-result-text');
+    text.append(element('div', 'vram-magic-result-headline', summary.headline));
+    for (const line of summary.lines) {
+      text.append(element('div', 'vram-magic-result-line', line));
+    }
+    if (summary.details) {
+      const more = element('details', 'vram-magic-result-details');
+      more.append(
+        element('summary', '', 'Full report'),
+        element('pre', 'vram-magic-result-tables', summary.details)
+      );
+      text.append(more);
+    }
+    this._result.replaceChildren(text, close);
   }
 
   private _kernel: IKernel;
@@ -124,6 +156,9 @@ export class KernelRow {
   private readonly _state = element('span', 'vram-magic-kernel-state');
   private readonly _bytes = element('span', 'vram-magic-kernel-bytes');
   private readonly _detail = element('div', 'vram-magic-kernel-detail');
+  private readonly _spark = document.createElementNS(SVG, 'svg');
+  private readonly _sparkLine = document.createElementNS(SVG, 'polyline');
+  private readonly _sparkTitle = document.createElementNS(SVG, 'title');
   private readonly _result = element('div', 'vram-magic-result');
   private readonly _buttons = new Map<Action, HTMLButtonElement>();
 }

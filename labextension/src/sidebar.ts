@@ -10,6 +10,7 @@ import { element, syncChildren } from './dom';
 import { Gauge } from './gauge';
 import { IKernelActions, KernelRow } from './kernels';
 import { Problem, VramPoller } from './poller';
+import { KernelHistory } from './sparkline';
 import { gaugeParts, kernelLabel } from './usage';
 
 export interface ISidebarOptions {
@@ -41,7 +42,16 @@ export class VramSidebar extends Widget {
       this._kernelList,
       this._empty
     );
+    poller.changed.connect(this._remember, this);
     poller.changed.connect(this.refresh, this);
+  }
+
+  /** Every reading goes into the sparklines, also while the panel is hidden. */
+  private _remember(): void {
+    const { snapshot, problem } = this._options.poller;
+    if (snapshot && !problem) {
+      this._history.record(snapshot.kernels.kernels, Date.now() / 1000);
+    }
   }
 
   /** Draw again; only while visible, and once more when shown. */
@@ -84,7 +94,7 @@ export class VramSidebar extends Widget {
     syncChildren(this._gauges, gauges);
     const rows = kernels.map(kernel => {
       const row = this._row(kernel);
-      row.update(kernel, kernel.id === currentId);
+      row.update(kernel, kernel.id === currentId, this._history.points(kernel.id));
       return row.node;
     });
     syncChildren(this._kernelList, rows);
@@ -169,6 +179,7 @@ export class VramSidebar extends Widget {
   private readonly _empty = element('div', 'vram-magic-note');
   private readonly _gaugeByUuid = new Map<string, Gauge>();
   private readonly _rowById = new Map<string, KernelRow>();
+  private readonly _history = new KernelHistory();
 }
 
 /** Shut the kernel down once the user confirms: its variables are lost. */

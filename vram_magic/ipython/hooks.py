@@ -49,7 +49,9 @@ class CellHooks:
         if self.broken or not settings.track_cells:
             return
         try:
-            self.recorder.before(getattr(info, "raw_cell", "") or "")
+            source = getattr(info, "raw_cell", "") or ""
+            self.recorder.before(source)
+            self.live.before_cell(source)
         except Exception as error:
             self._fail(error)
 
@@ -65,7 +67,7 @@ class CellHooks:
             error = result.error_in_exec
             if settings.oom_report and error is not None:
                 self._explain(error, record)
-            self.live.after_cell()
+            self.live.after_cell(record)
             self.status.after_cell()
         except Exception as error:
             self._fail(error)

@@ -34,8 +34,18 @@ class LivePanels:
         self._refresh(panel)
         return panel
 
-    def after_cell(self) -> None:
-        """Refresh holders and the per-cell chart of every open panel (see ``CENSUS_SPACING``)."""
+    def before_cell(self, source: str) -> None:
+        """Mark the cell's start on every open panel's timeline."""
+        started_at = time.time()
+        for panel in self.panels:
+            panel.cell_started(source, started_at)
+
+    def after_cell(self, record: api.CellRecord | None = None) -> None:
+        """Mark the finished cell on the timelines, and refresh holders and the per-cell chart of
+        every open panel (see ``CENSUS_SPACING``)."""
+        if record is not None:
+            for panel in self.panels:
+                panel.cell_finished(record)
         waited = time.monotonic() - self._census_at
         if self.panels and waited >= CENSUS_SPACING * self._census_took:
             for panel in self.panels:

@@ -1,9 +1,9 @@
-"""The live ``%vram`` panel, built from ipywidgets 8 stock widgets (HTML and Button).
+"""The live ``%vram`` panel: stock ipywidgets 8 (HTML and Button) and the timeline (anywidget).
 
-The sampler thread pushes each reading into the gauges; the notebook's cells refresh the holders
-and the per-cell chart; the buttons call the same actions as the magics. In a static export
-(nbconvert HTML) the last snapshot stays readable. What the widgets show is rendered by
-render/panel and render/history.
+The sampler thread pushes each reading into the gauges and the timeline; the notebook's cells
+mark the timeline and refresh the holders and the per-cell chart; the buttons call the same
+actions as the magics. In a static export (nbconvert HTML) the last snapshot stays readable.
+What the widgets show is rendered by render/panel, render/history and render/timeline.
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 from vram_magic.readings.model import Report
 from vram_magic.readings.sampler import Sampler
 from vram_magic.render.actions import free_view
-from vram_magic.render.history import history_svg
+from vram_magic.render.history import chart_device, history_svg
 from vram_magic.render.panel import gauges_html, holders_html
 from vram_magic.render.view import View
 
 if TYPE_CHECKING:
     from vram_magic.api import CellRecord, Census, FreeResult
+
+
+CELLS_CHARTED = 40
 
 
 class LivePanel:
@@ -35,9 +38,12 @@ class LivePanel:
     ) -> None:
         import ipywidgets as widgets
 
+        from vram_magic.ipython.timeline import Timeline  # anywidget, imported with the panel
+
         self._sampler, self._free, self._on_close = sampler, free, on_close
         self._restart = restart
         self.gauges = widgets.HTML()
+        self.timeline = Timeline(sampler.interval)
         self.holders = widgets.HTML()
         self.chart = widgets.HTML()
         self.result = widgets.HTML()
@@ -54,7 +60,14 @@ class LivePanel:
         close_button.on_click(lambda _: self.close())
         self._buttons = (free_button, restart_button, close_button)
         self.widget = widgets.VBox(
-            [self.gauges, self.holders, self.chart, widgets.HBox(list(self._buttons)), self.result]
+            [
+                self.gauges,
+                self.timeline,
+                self.holders,
+                self.chart,
+                widgets.HBox(list(self._buttons)),
+                self.result,
+            ]
         )
         self.update(sampler.latest or sampler.sample())
         self._token = sampler.subscribe(self.update)
@@ -62,12 +75,19 @@ class LivePanel:
     def update(self, report: Report) -> None:
         """Called from the sampler thread with each reading."""
         self.gauges.value = gauges_html(report, self._sampler.interval)
+        self.timeline.add_sample(report)
+
+    def cell_started(self, source: str, started_at: float) -> None:
+        self.timeline.cell_started(source, started_at)
+
+    def cell_finished(self, record: CellRecord) -> None:
+        self.timeline.cell_finished(record)
 
     def show_cells(self, census: Census, records: list[CellRecord]) -> None:
         self.holders.value = holders_html(census)
-        devices = [m.device for m in records[-1].memory] if records else []
-        device = next((d for d in devices if d.startswith("cuda")), devices[0] if devices else "")
-        self.chart.value = history_svg(records[-40:], device) if device else ""
+        shown = records[-CELLS_CHARTED:]
+        device = chart_device(shown)
+        self.chart.value = history_svg(shown, device) if device else ""
 
     def free_stranded(self) -> None:
         self.result.value = free_view(self._free()).html
@@ -84,7 +104,14 @@ class LivePanel:
 
     def close(self) -> None:
         self._sampler.unsubscribe(self._token)
-        for child in (self.gauges, self.holders, self.chart, self.result, *self._buttons):
+        for child in (
+            self.gauges,
+            self.timeline,
+            self.holders,
+            self.chart,
+            self.result,
+            *self._buttons,
+        ):
             child.close()
         self.widget.close()
         self._on_close(self)

@@ -34,7 +34,8 @@ def free_for_server() -> str:
     state = loaded_in(shell)
     if state is not None:
         state.hooks.status.refresh()
-    return json.dumps({"freed": result.total, "text": free_view(result).text})
+    released = [{"holder": r.holder, "bytes": r.nbytes} for r in result.released]
+    return json.dumps({"freed": result.total, "released": released, "text": free_view(result).text})
 
 
 def snapshot_for_server() -> str:
@@ -50,6 +51,8 @@ def snapshot_for_server() -> str:
             "id": result.id,
             "saved": [saved.name for saved in result.saved],
             "unsaved": [{"name": u.name, "reason": u.reason} for u in result.unsaved],
+            "bytes": result.nbytes,
+            "seconds": result.seconds,
             "text": snapshot_view(result).text,
         }
     )
@@ -66,6 +69,9 @@ def restore_for_server() -> str:
             "id": result.id,
             "restored": [saved.name for saved in result.restored],
             "skipped": [{"name": u.name, "reason": u.reason} for u in result.skipped],
+            "seconds": result.seconds,
+            "import_seconds": result.import_seconds,
+            "tensor_seconds": result.tensor_seconds,
             "text": restore_view(result).text,
         }
     )

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -236,6 +237,16 @@ class SnapshotUnpickler(pickle.Unpickler):
         self.file = file
         self.namespace = namespace
         self.blobs = blobs
+        self.import_seconds = 0.0  # in imports of the modules that pickled classes live in
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in sys.modules:
+            return super().find_class(module, name)
+        started = time.perf_counter()
+        try:
+            return super().find_class(module, name)
+        finally:
+            self.import_seconds += time.perf_counter() - started
 
     def persistent_load(self, pid: tuple) -> Any:
         if pid == NAMESPACE:
@@ -257,4 +268,5 @@ class SnapshotUnpickler(pickle.Unpickler):
         (the failed one may have stopped inside a frame of its pickle)."""
         again = SnapshotUnpickler(self.file, self.namespace, self.blobs)
         again.memo = self.memo
+        again.import_seconds = self.import_seconds
         return again

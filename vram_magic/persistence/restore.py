@@ -35,6 +35,10 @@ class RestoreResult:
     kept: bool  # the snapshot is still on disk
     seconds: float
     vram: tuple[tuple[str, int | None], ...]  # (cuda:N, torch allocated) once CUDA is in use
+    # where the time went: importing modules (torch, transformers, the notebook's imports),
+    # and reading the tensors' bytes onto their devices; the rest is unpickling
+    import_seconds: float = 0.0
+    tensor_seconds: float = 0.0
 
 
 class Placement:
@@ -66,12 +70,28 @@ def _usable(device: str) -> bool:
     return True
 
 
-def _load_blobs(store: Store, snapshot_id: str, manifest: dict, place: Placement) -> list[Any]:
+class Clock:
+    """Seconds spent importing modules and loading tensors, out of a restore's whole time."""
+
+    def __init__(self) -> None:
+        self.imports = 0.0
+        self.tensors = 0.0
+
+    def imported(self, name: str) -> Any:
+        started = time.perf_counter()
+        try:
+            return importlib.import_module(name)
+        finally:
+            self.imports += time.perf_counter() - started
+
+
+def _load_blobs(
+    store: Store, snapshot_id: str, manifest: dict, place: Placement, clock: Clock
+) -> list[Any]:
     """Every storage and buffer of the snapshot, verified, each on its device."""
     entries = manifest["blobs"]
-    torch: Any = (
-        importlib.import_module("torch") if any(e["kind"] == "storage" for e in entries) else None
-    )
+    torch: Any = clock.imported("torch") if any(e["kind"] == "storage" for e in entries) else None
+    started = time.perf_counter()
     loaded: list[Any] = [None] * len(entries)
 
     def target(index: int, nbytes: int) -> memoryview:
@@ -86,11 +106,12 @@ def _load_blobs(store: Store, snapshot_id: str, manifest: dict, place: Placement
         device = place(entries[index]["device"])
         if device != "cpu":  # one storage at a time: host memory stays small
             loaded[index] = loaded[index].to(device=device)
+    clock.tensors += time.perf_counter() - started
     return loaded
 
 
-def _import(entry: dict) -> Any:
-    module = importlib.import_module(entry["module"])
+def _import(entry: dict, clock: Clock) -> Any:
+    module = clock.imported(entry["module"])
     attribute = entry["attribute"]
     return functools.reduce(getattr, attribute.split("."), module) if attribute else module
 
@@ -123,7 +144,8 @@ def restore(
     manifest = store.manifest(snapshot_id)
     pickled = store.verified_pickle(snapshot_id, manifest)
     place = Placement(to)
-    loaded = _load_blobs(store, snapshot_id, manifest, place)
+    clock = Clock()
+    loaded = _load_blobs(store, snapshot_id, manifest, place, clock)
     stream = io.BytesIO(pickled)
     unpickler = SnapshotUnpickler(stream, namespace, loaded)
     restored: list[str] = []
@@ -133,7 +155,7 @@ def restore(
     for entry in manifest["names"]:
         try:
             if entry["how"] == "import":
-                value = _import(entry)
+                value = _import(entry, clock)
             else:
                 if resume:  # the last load may have stopped inside its pickle
                     stream.seek(entry["start"])
@@ -160,6 +182,8 @@ def restore(
         kept=kept,
         seconds=time.perf_counter() - started,
         vram=_vram_now(),
+        import_seconds=clock.imports + unpickler.import_seconds,
+        tensor_seconds=clock.tensors,
     )
 
 

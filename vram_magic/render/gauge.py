@@ -1,4 +1,9 @@
-"""Stacked usage bars: one per GPU (this kernel's parts, other processes, free) and one for RAM."""
+"""Stacked usage bars: one per GPU (this kernel's parts, other processes, free) and one for RAM.
+
+One order and one palette everywhere (the report, the live panel, its timeline, and the
+sidebar's style sheet): this kernel's parts first, from the left, then other processes; free
+space is what stays empty on the right.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +24,13 @@ HOST_SEGMENTS = (("this process", "#e8590c"), ("other programs", "#1c7ed6"))
 
 
 def device_segments(device: DeviceReading) -> list[Segment]:
-    sizes = (
-        device.torch_allocated or 0,
-        device.torch_cache or 0,
-        device.process_other or 0,
-        device.other_processes_total or 0,
-    )
+    """Where torch's figures are unknown (CUDA not initialised in this kernel) the rest of this
+    process's NVML figure still shows, as context+other."""
+    allocated, cache = device.torch_allocated or 0, device.torch_cache or 0
+    rest = device.process_other
+    if rest is None and device.this_process is not None:
+        rest = max(device.this_process - allocated - cache, 0)
+    sizes = (allocated, cache, rest or 0, device.other_processes_total or 0)
     return [
         (label, colour, size) for (label, colour), size in zip(DEVICE_SEGMENTS, sizes, strict=True)
     ]
@@ -45,14 +51,16 @@ def bar(total: int | None, segments: list[Segment], width: str = "14rem") -> str
     if not total:
         return ""
     spans = "".join(
-        f'<span title="{escape(label)}: {format_bytes(size)}" style="display:inline-block;'
-        f'height:100%;width:{100 * size / total:.2f}%;background:{colour}"></span>'
+        f'<span class="vram-magic-usage-part" title="{escape(label)}: {format_bytes(size)}" '
+        f'style="display:inline-block;height:100%;width:{100 * size / total:.2f}%;'
+        f'background:{colour}"></span>'
         for label, colour, size in segments
         if size > 0
     )
     return (
-        f'<div style="width:{width};height:0.9rem;border:1px solid #adb5bd;border-radius:3px;'
-        f'overflow:hidden;white-space:nowrap;font-size:0;display:inline-block">{spans}</div>'
+        f'<div class="vram-magic-usage-bar" style="width:{width};height:0.9rem;'
+        "border:1px solid #adb5bd;border-radius:3px;overflow:hidden;white-space:nowrap;"
+        f'font-size:0;display:inline-block;vertical-align:middle;text-align:left">{spans}</div>'
     )
 
 

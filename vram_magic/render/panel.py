@@ -23,7 +23,13 @@ from vram_magic.render.report_layout import device_label
 from vram_magic.render.units import format_bytes
 
 HOLDERS_SHOWN = 5
-_ROW = 'style="margin:0.15em 0;white-space:nowrap"'
+# a grid, so a label has its own column as wide as the longest one: it never runs into a bar
+_GRID = (
+    'style="display:grid;grid-template-columns:max-content 14rem max-content;'
+    'column-gap:0.6em;row-gap:0.2em;align-items:center;margin:0.2em 0"'
+)
+_LABEL = 'class="vram-magic-gauge-label" style="white-space:nowrap"'
+_FIGURES = 'class="vram-magic-gauge-figures" style="white-space:nowrap"'
 
 
 def _used_of(used: int | None, total: int | None) -> str:
@@ -33,34 +39,38 @@ def _used_of(used: int | None, total: int | None) -> str:
 def gauges_html(report: Report, interval: float) -> str:
     """One gauge per GPU and one for host RAM; ``data-*`` attributes carry the integer bytes."""
     rows = []
-    if report.gpu_problem:
-        rows.append(f'<div class="vram-magic-no-gpu" {_ROW}>{escape(report.gpu_problem)}</div>')
     for device in report.devices:
         label = escape(f"{device_label(device)} {device.name or ''}")
         problems = "".join(f" · {escape(p)}" for p in device.problems)
         rows.append(
             f'<div class="vram-magic-gauge" data-device="cuda:{device.cuda_index}" '
             f'data-used="{device.used}" data-this-process="{device.this_process}" '
-            f'data-torch-allocated="{device.torch_allocated}" {_ROW}>'
-            f'<span style="display:inline-block;width:17em">{label}</span>'
-            f"{bar(device.total, device_segments(device))} "
-            f"{_used_of(device.used, device.total)}{problems}</div>"
+            f'data-torch-allocated="{device.torch_allocated}" style="display:contents">'
+            f"<span {_LABEL}>{label}</span>{bar(device.total, device_segments(device))}"
+            f"<span {_FIGURES}>{_used_of(device.used, device.total)}{problems}</span></div>"
         )
     host = report.host
     host_used = (
         None if host.total is None or host.available is None else host.total - host.available
     )
     rows.append(
-        f'<div class="vram-magic-gauge" data-device="host" data-rss="{host.process_rss}" {_ROW}>'
-        f'<span style="display:inline-block;width:17em">host RAM</span>'
-        f"{bar(host.total, host_segments(host))} {_used_of(host_used, host.total)} "
-        f"(this kernel {format_bytes(host.process_rss)})</div>"
+        f'<div class="vram-magic-gauge" data-device="host" data-rss="{host.process_rss}" '
+        f'style="display:contents"><span {_LABEL}>host RAM</span>'
+        f"{bar(host.total, host_segments(host))}<span {_FIGURES}>"
+        f"{_used_of(host_used, host.total)} (this kernel {format_bytes(host.process_rss)})"
+        "</span></div>"
     )
     tenths = int(report.taken_at * 10) % 10
     stamp = time.strftime("%H:%M:%S", time.localtime(report.taken_at)) + f".{tenths}"
     title = f"<strong>VRAM</strong> · {stamp} · every {interval:g} s"
     legends = (legend(DEVICE_SEGMENTS) if report.devices else "") + legend(HOST_SEGMENTS)
-    return f'<div class="vram-magic-live">{title}{"".join(rows)}{legends}</div>'
+    problem = (
+        f'<div class="vram-magic-no-gpu">{escape(report.gpu_problem)}</div>'
+        if report.gpu_problem
+        else ""
+    )
+    grid = f'<div class="vram-magic-gauges" {_GRID}>{"".join(rows)}</div>'
+    return f'<div class="vram-magic-live">{title}{problem}{grid}{legends}</div>'
 
 
 def holders_html(census: Census) -> str:

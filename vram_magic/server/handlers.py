@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -139,7 +140,9 @@ class RestartHandler(VramHandler):
                 self.reply({"message": f"not restarted: the snapshot failed: {error}"}, 409)
                 return
         # a kernel that asked waits for it, its snapshot on disk: no need for a graceful stop
+        started = time.monotonic()
         await self.kernel_manager.restart_kernel(kernel_id, now=request is not None)
+        restart_seconds = time.monotonic() - started
         try:
             restored = json.loads(await evaluate(kernel, RESTORE_CALL, LONG_CALL))
         except KernelCallError as error:
@@ -152,6 +155,7 @@ class RestartHandler(VramHandler):
                 "kernel_id": kernel_id,
                 "snapshot": snapshot,
                 "restore": restored,
+                "restart_seconds": restart_seconds,  # the kernel's stop and start
                 "text": "\n".join(texts),
             }
         )
