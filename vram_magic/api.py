@@ -37,6 +37,7 @@ from vram_magic.persistence.restore import restore_pending as _restore_pending
 from vram_magic.persistence.save import SnapshotInfo, SnapshotResult, list_snapshots
 from vram_magic.persistence.save import snapshot as _snapshot
 from vram_magic.persistence.store import SnapshotError, Store, snapshot_root
+from vram_magic.persistence.waiting import clear_waiting, mark_waiting, waiting_for
 from vram_magic.readings.model import Report
 from vram_magic.readings.report import read_report
 from vram_magic.render.units import format_bytes
@@ -55,6 +56,7 @@ __all__ = [  # what the front doors use besides the twins
     "check_device",
     "clear_limit",
     "explain",
+    "is_oom",
     "limit_in_force",
     "snapshot_folder",
     "start_recording",
@@ -109,10 +111,21 @@ def free(*names: str, dry_run: bool = False, top: int = 5) -> FreeResult:
     return _free(shell, _namespace(shell), tuple(names), dry_run=dry_run, top=top)
 
 
-def estimate(model: Any, batch: int = 1, seq: int = 2048, train: str = "adam") -> Estimate:
+def estimate(
+    model: Any,
+    batch: int = 1,
+    seq: int | None = None,
+    train: str = "adam",
+    dtype: str | None = None,
+    checkpointing: bool = False,
+) -> Estimate:
     """Memory a model needs (``%vram estimate``): a module, a transformers config, a local folder
-    or config.json, or a hub id (with the network or the Hugging Face cache)."""
-    return _estimate(model, batch=batch, seq=seq, train=train)
+    or config.json, or a hub id (with the network or the Hugging Face cache). ``peak`` is a
+    step of ``train`` (adam, adamw, adamw8bit, sgd, lora, qlora, none) at ``batch`` x ``seq``,
+    traced on fake tensors; ``peak_parts`` splits it."""
+    return _estimate(
+        model, batch=batch, seq=seq, train=train, dtype=dtype, checkpointing=checkpointing
+    )
 
 
 def fit(
@@ -209,3 +222,28 @@ def mark_pending(id: str, kernel_id: str) -> None:
 def restore_pending(kernel_id: str | None = None) -> RestoreResult | None:
     """Restore the snapshot marked for this kernel (by ``mark_pending``), once; else None."""
     return _restore_pending(_namespace(_shell()), kernel_id)
+
+
+def leave_waiting(id: str, notebook: str) -> None:
+    """Leave snapshot ``id`` waiting for the next kernel of ``notebook`` (an idle kernel shut
+    down to give its GPU memory back)."""
+    mark_waiting(Store(), id, notebook)
+
+
+def waiting_snapshot(notebook: str) -> SnapshotInfo | None:
+    """The snapshot waiting for ``notebook`` (``leave_waiting``), or None."""
+    snapshot_id = waiting_for(Store(), notebook)
+    return next((info for info in snapshots() if info.id == snapshot_id), None)
+
+
+def restore_waiting(notebook: str) -> RestoreResult | None:
+    """Restore the snapshot waiting for ``notebook``; None when none waits. The mark goes once
+    every variable is back (the snapshot is then removed too, as by ``restore``)."""
+    store = Store()
+    snapshot_id = waiting_for(store, notebook)
+    if snapshot_id is None:
+        return None
+    result = restore(snapshot_id)
+    if not result.kept:
+        clear_waiting(store, notebook)
+    return result

@@ -1,10 +1,15 @@
-"""How much memory a model needs, counted exactly on the ``meta`` device (no weights loaded).
+"""How much memory a model needs: weights counted exactly on the ``meta`` device, and the peak
+of a training step (or a forward pass) traced on fake tensors (``step_trace``), nothing loaded.
 
 Parameters are counted once each (tied weights once). Quantized sizes follow what transformers'
 bitsandbytes integration really converts: Linear layers (and GPT-2's Conv1D), but not the output
 head nor weights tied to an embedding; everything else stays 16-bit. Quantization constants are
 included (int8: one float32 scale per output row; nf4: one float32 absmax per 64 weights), which
-``get_memory_footprint()`` leaves out. Training and inference totals are estimates and say so.
+``get_memory_footprint()`` leaves out.
+
+The peak is traced at the batch asked for and at twice it; the line through the two gives the
+largest batch each card holds. Where a model cannot be traced, the peak falls back to weights,
+gradients and optimizer state by formula (no activations), and the estimate says why.
 """
 
 from __future__ import annotations
@@ -12,13 +17,26 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vram_magic.actions.step_setup import (
+    DTYPES,
+    TRAIN_MODES,
+    from_config,
+    model_class,
+    positions,
+    quantized_modules,
+)
+from vram_magic.actions.step_trace import StepPeak, TraceError, trace_steps
+
 CARDS_GB = (8, 12, 16, 24, 40, 80)
 NF4_BLOCK = 64
-_OPTIMIZER_BYTES = {"adam": 16, "sgd": 12, "none": 0}  # per parameter, with fp32 master weights
+DEFAULT_SEQ = 2048  # tokens, or the model's positions where it holds fewer
+# the formula's bytes per trainable parameter beyond its weight: gradient and optimizer state
+_STATE_BYTES = {"adam": (4, 8), "adamw": (4, 8), "adamw8bit": (4, 2), "sgd": (4, 4)}
 
 
 class EstimateError(ValueError):
@@ -36,6 +54,15 @@ class Estimate:
     kv_cache: int | None  # for ``batch`` sequences of ``seq`` tokens, in bfloat16
     batch: int
     seq: int
+    peak: int = 0  # bytes at the highest point of a steady-state step at ``batch`` x ``seq``
+    peak_parts: dict[str, int] = field(default_factory=dict)  # weights, gradients, ... = peak
+    dtype: str = "float32"
+    checkpointing: bool = False
+    traced: bool = False  # False: ``peak`` is the formula's (no activations); ``note`` says why
+    note: str | None = None
+    per_item: int | None = None  # bytes each further sequence adds to the peak (traced line)
+    largest_batch: dict[str, int | None] = field(default_factory=dict)  # "8 GB": batch
+    seconds: float = 0.0  # the trace's time
 
     @property
     def inference(self) -> int:
@@ -67,13 +94,12 @@ def _config_from(source: str) -> Any:
 
 def _meta_model(config: Any) -> Any:
     import torch
-    from transformers import AutoModel, AutoModelForCausalLM
 
-    with torch.device("meta"):
-        try:
-            model = AutoModelForCausalLM.from_config(config)
-        except ValueError:
-            model = AutoModel.from_config(config)
+    try:
+        with torch.device("meta"):
+            model = model_class(config)._from_config(config)
+    except TraceError as error:
+        raise EstimateError(str(error)) from None
     model.tie_weights()
     return model
 
@@ -93,19 +119,7 @@ def _resolve(source: Any) -> tuple[Any, Any, str]:
 
 def quantized_weights(model: Any) -> list[Any]:
     """The weights bitsandbytes converts when transformers loads in 8 or 4 bits."""
-    import torch
-
-    seen: dict[int, int] = {}
-    for _, parameter in model.named_parameters(remove_duplicate=False):
-        seen[id(parameter)] = seen.get(id(parameter), 0) + 1
-    weights = []
-    for name, module in model.named_modules():
-        convertible = isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
-        weight = getattr(module, "weight", None)
-        untied = weight is not None and seen.get(id(weight), 0) == 1  # tied ones stay 16-bit
-        if convertible and untied and not name.endswith("lm_head"):
-            weights.append(weight)
-    return weights
+    return [layer.weight for _, _, layer in quantized_modules(model)]
 
 
 def _kv_cache(config: Any, batch: int, seq: int) -> int | None:
@@ -121,11 +135,78 @@ def _kv_cache(config: Any, batch: int, seq: int) -> int | None:
     return 2 * layers * batch * seq * kv_heads * head_dim * 2  # keys and values, bfloat16
 
 
-def estimate(source: Any, batch: int = 1, seq: int = 2048, train: str = "adam") -> Estimate:
-    """Memory ``source`` needs by dtype, for training with ``train`` and for inference."""
-    if train not in _OPTIMIZER_BYTES:
-        raise EstimateError(f"--train must be one of {', '.join(_OPTIMIZER_BYTES)}, not {train!r}")
+def _checked(config: Any, batch: int, seq: int | None, train: str, dtype: str | None) -> int:
+    """The sequence length to trace; bad input raises EstimateError in one line."""
+    if train not in TRAIN_MODES:
+        raise EstimateError(f"--train must be one of {', '.join(TRAIN_MODES)}, not {train!r}")
+    if dtype is not None and dtype not in DTYPES:
+        raise EstimateError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    if batch < 1:
+        raise EstimateError(f"--batch must be at least 1, not {batch}")
+    most = positions(config) if config is not None else None
+    if seq is None:
+        return min(DEFAULT_SEQ, most or DEFAULT_SEQ)
+    if seq < 1:
+        raise EstimateError(f"--seq must be at least 1, not {seq}")
+    if most is not None and seq > most:
+        raise EstimateError(f"--seq {seq} is above the {most} positions this model holds")
+    return seq
+
+
+def _formula(train: str, dtype: str, weights: dict[str, int], params: int) -> dict[str, int]:
+    """Weights, gradients and optimizer state without a trace: every parameter trained (the
+    adapters of lora and qlora are not known, so only their base is counted)."""
+    stored = "nf4" if train == "qlora" else dtype
+    gradient, state = _STATE_BYTES.get(train, (0, 0))
+    size = 2 if dtype in ("bfloat16", "float16") else 4
+    return {
+        "weights": weights.get(stored, weights["float32"]),
+        "gradients": params * gradient * size // 4,
+        "optimizer": params * state,
+        "activations": 0,
+        "other": 0,
+    }
+
+
+def _largest(
+    peaks: list[StepPeak], rooms: dict[str, int]
+) -> tuple[int | None, dict[str, int | None]]:
+    """Bytes per further sequence, and the largest batch under each room, from the line
+    through the two traced points (0: not even one sequence fits; None: unknown)."""
+    (b0, p0), (b1, p1) = (peaks[0].batch, peaks[0].peak), (peaks[-1].batch, peaks[-1].peak)
+    if b1 == b0 or p1 <= p0:
+        return None, dict.fromkeys(rooms)
+    per_item = (p1 - p0) / (b1 - b0)
+    fixed = p0 - per_item * b0
+    return int(per_item), {
+        name: max(int((room - fixed) // per_item), 0) for name, room in rooms.items()
+    }
+
+
+def _rooms() -> dict[str, int]:
+    """The cards to fit on: 8 to 80 GB, and each visible GPU's free memory now."""
+    from vram_magic.readings.report import read_report
+
+    rooms = {f"{gb} GB": gb * 10**9 for gb in CARDS_GB}
+    for device in read_report().devices:
+        if device.free is not None:
+            rooms[f"cuda:{device.cuda_index} free"] = device.free
+    return rooms
+
+
+def estimate(
+    source: Any,
+    batch: int = 1,
+    seq: int | None = None,
+    train: str = "adam",
+    dtype: str | None = None,
+    checkpointing: bool = False,
+) -> Estimate:
+    """Memory ``source`` needs: weights by dtype, and the peak of a step of ``train`` at
+    ``batch`` sequences of ``seq`` tokens (default: 2048, or fewer where the model holds
+    fewer positions), traced where it can be."""
     model, config, name = _resolve(source)
+    seq = _checked(config, batch, seq, train, dtype)
     parameters = list(model.parameters())  # tied weights appear once
     params = sum(p.numel() for p in parameters)
     quantized = quantized_weights(model)
@@ -147,15 +228,51 @@ def estimate(source: Any, batch: int = 1, seq: int = 2048, train: str = "adam") 
         "int8": quantizable + int8_scales + 2 * rest + buffers16,
         "nf4": nf4_packed + nf4_absmax + 2 * rest + buffers16,
     }
-    per_parameter = _OPTIMIZER_BYTES[train]
+    stored = DTYPES[dtype] if dtype else ("bfloat16" if train in ("lora", "qlora") else "float32")
+    state = _STATE_BYTES.get(train)
+    training = None if state is None else weights["float32"] + params * sum(state)
+    traced = _traced(config, batch, seq, train, dtype, checkpointing)
+    largest: dict[str, int | None] = {}
+    if isinstance(traced, str):
+        parts, per_item, seconds = _formula(train, stored, weights, params), None, 0.0
+    else:
+        peaks, seconds = traced
+        parts = peaks[0].parts
+        per_item, largest = _largest(peaks, _rooms())
     return Estimate(
         model=name,
         params=params,
         quantizable=quantizable,
         weights=weights,
-        training=per_parameter * params + buffers32 if per_parameter else None,
+        training=training,
         train=train,
         kv_cache=_kv_cache(config, batch, seq),
         batch=batch,
         seq=seq,
+        peak=sum(parts.values()),
+        peak_parts=parts,
+        dtype=stored,
+        checkpointing=checkpointing,
+        traced=not isinstance(traced, str),
+        note=traced if isinstance(traced, str) else None,
+        per_item=per_item,
+        largest_batch=largest,
+        seconds=seconds,
     )
+
+
+def _traced(
+    config: Any, batch: int, seq: int, train: str, dtype: str | None, checkpointing: bool
+) -> tuple[list[StepPeak], float] | str:
+    """The traced peaks at ``batch`` and twice it with the seconds taken, or why not."""
+    if config is None:
+        return "no transformers config to build the model from, so no step was traced"
+    torch = sys.modules.get("torch")
+    foreach = True if torch is not None and torch.cuda.is_available() else None
+    began = time.perf_counter()
+    try:
+        build = from_config(config, train, dtype, seq, checkpointing, foreach)
+        peaks = trace_steps(build, [batch, 2 * batch])
+    except (TraceError, ImportError) as error:
+        return f"the step could not be traced ({error}), so activations are not counted"
+    return peaks, time.perf_counter() - began
