@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import weakref
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from vram_magic.ipython.magics import VramMagics
 from vram_magic.protocol.kernel_status import current_kernel_id
 from vram_magic.readings.sampler import sampler
 from vram_magic.render.snapshot import restore_view
+from vram_magic.render.units import format_bytes
 
 
 @dataclass
@@ -40,6 +42,7 @@ def load(shell: Any) -> None:
     hooks.status.start()
     _loaded[shell] = Loaded(magics, hooks)
     _restore_after_restart(shell)
+    _announce_waiting()
 
 
 def _restore_after_restart(shell: Any) -> None:
@@ -61,6 +64,25 @@ def _restore_after_restart(shell: Any) -> None:
         from IPython.display import display
 
         display(restore_view(result))
+
+
+def _announce_waiting() -> None:
+    """Say so when this notebook's previous kernel was shut down while idle and left its
+    variables in a snapshot (the server's idle culling); they are restored only when asked."""
+    notebook = os.environ.get("JPY_SESSION_NAME")
+    if not notebook:
+        return
+    try:
+        waiting = api.waiting_snapshot(notebook)
+    except Exception:  # never break %load_ext over a notice
+        return
+    if waiting is not None:
+        print(
+            f"vram_magic: this notebook's variables wait in snapshot {waiting.id} "
+            f"({waiting.names} variables, {format_bytes(waiting.nbytes)}), saved when its "
+            f"idle kernel was shut down to give its GPU memory back: `%vram restore {waiting.id}` "
+            "brings them back"
+        )
 
 
 def unload(shell: Any) -> None:

@@ -68,7 +68,7 @@ class CellHooks:
             if settings.oom_report and error is not None:
                 self._explain(error, record)
             self.live.after_cell(record)
-            self.status.after_cell()
+            self.status.after_cell(record, api.is_oom(error))
         except Exception as error:
             self._fail(error)
 

@@ -8,6 +8,7 @@ leaves the notebook's history and execution count alone.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from vram_magic import api
@@ -46,6 +47,34 @@ def snapshot_for_server() -> str:
         raise RuntimeError("not a Jupyter kernel: no connection file")
     result = api.snapshot()
     api.mark_pending(result.id, kernel_id)
+    return _snapshot_json(result)
+
+
+def snapshot_idle_for_server(notebook: str) -> str:
+    """Before the server shuts this idle kernel down: snapshot the namespace and leave it
+    waiting for the notebook's next kernel."""
+    _shell()
+    result = api.snapshot()
+    # the server knows the notebook by its path; the next kernel by JPY_SESSION_NAME
+    for name in {notebook, os.environ.get("JPY_SESSION_NAME") or notebook}:
+        api.leave_waiting(result.id, name)
+    return _snapshot_json(result)
+
+
+def restore_for_server() -> str:
+    """In the restarted kernel: restore the snapshot marked for it, then load vram_magic."""
+    result = api.restore_pending()
+    _shell()
+    return _restore_json(result)
+
+
+def restore_waiting_for_server(notebook: str) -> str:
+    """In a notebook's new kernel: restore the snapshot its idle predecessor left."""
+    _shell()
+    return _restore_json(api.restore_waiting(notebook))
+
+
+def _snapshot_json(result: api.SnapshotResult) -> str:
     return json.dumps(
         {
             "id": result.id,
@@ -58,10 +87,7 @@ def snapshot_for_server() -> str:
     )
 
 
-def restore_for_server() -> str:
-    """In the restarted kernel: restore the snapshot marked for it, then load vram_magic."""
-    result = api.restore_pending()
-    _shell()
+def _restore_json(result: api.RestoreResult | None) -> str:
     if result is None:
         return json.dumps({"id": None, "restored": [], "skipped": [], "text": "nothing to restore"})
     return json.dumps(

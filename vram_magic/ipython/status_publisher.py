@@ -21,11 +21,40 @@ from vram_magic.protocol.kernel_status import (
     status_path,
     write_status,
 )
-from vram_magic.readings.model import Report
+from vram_magic.readings.model import DeviceReading, Report
 from vram_magic.readings.sampler import sampler
 
 PERIOD = 1.0
 TOP = 5
+PEAK_WINDOW = 10.0  # seconds a peak stays in the file: a server polling slower still sees it
+
+
+class RecentPeaks:
+    """The most held per device over the last ``window`` to ``2 * window`` seconds, in two
+    buckets that roll over: a spike between two of the server's reads is not lost."""
+
+    def __init__(self, window: float = PEAK_WINDOW) -> None:
+        self.window = window
+        self._started = time.monotonic()
+        self._current: dict[str, int] = {}
+        self._previous: dict[str, int] = {}
+
+    def add(self, device: str, nbytes: int | None) -> None:
+        self._roll()
+        if nbytes is not None:
+            self._current[device] = max(self._current.get(device, 0), nbytes)
+
+    def peaks(self) -> dict[str, int]:
+        self._roll()
+        merged = dict(self._previous)
+        for device, nbytes in self._current.items():
+            merged[device] = max(merged.get(device, 0), nbytes)
+        return merged
+
+    def _roll(self) -> None:
+        if time.monotonic() - self._started >= self.window:
+            self._previous, self._current = self._current, {}
+            self._started = time.monotonic()
 
 
 class StatusPublisher:
@@ -38,6 +67,8 @@ class StatusPublisher:
         self.path: Path | None = None
         self.last_error: str | None = None
         self.restart_request: str | None = None
+        self.ooms = 0
+        self._peaks = RecentPeaks()
 
     def start(self) -> None:
         found = connection_file()
@@ -48,11 +79,16 @@ class StatusPublisher:
         self._token = sampler.subscribe(self._on_report)
         atexit.register(self.stop)
 
-    def after_cell(self) -> None:
-        """Take the largest names on the main thread, where the namespace is not changing;
-        nothing to do (on every cell) where there is no file to write."""
-        if self.path is not None:
-            self._top = self._names.largest(TOP)
+    def after_cell(self, record: api.CellRecord | None = None, oom: bool = False) -> None:
+        """Take the largest names on the main thread, where the namespace is not changing, and
+        the cell's peaks (a spike shorter than the sampler's interval); nothing to do (on every
+        cell) where there is no file to write."""
+        if self.path is None:
+            return
+        self._top = self._names.largest(TOP)
+        self.ooms += oom
+        for memory in record.memory if record is not None else ():
+            self._peaks.add(memory.device, memory.peak)
 
     def refresh(self) -> None:
         """Measure the names and rewrite the file now: at start, and after an action that
@@ -82,6 +118,8 @@ class StatusPublisher:
         atexit.unregister(self.stop)
 
     def _on_report(self, report: Report) -> None:
+        for device in report.devices:
+            self._peaks.add(f"cuda:{device.cuda_index}", _held(device))
         if time.monotonic() - self._written >= PERIOD:
             self._publish(report)
 
@@ -90,10 +128,20 @@ class StatusPublisher:
             return
         limit = api.limit_in_force()
         status = status_from_report(
-            report, self._top, limit.nbytes if limit else None, self.restart_request
+            report,
+            self._top,
+            limit.nbytes if limit else None,
+            self.restart_request,
+            self._peaks.peaks(),
+            self.ooms,
         )
         try:
             write_status(self.path, status)
         except OSError as error:  # a full or read-only disk must not break the kernel
             self.last_error = str(error)
         self._written = time.monotonic()
+
+
+def _held(device: DeviceReading) -> int | None:
+    """What the kernel holds on a device, as the status file counts it (NVML, else torch)."""
+    return device.this_process if device.this_process is not None else device.torch_reserved

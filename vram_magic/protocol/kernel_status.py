@@ -33,6 +33,7 @@ class KernelDevice:
     allocated: int
     reserved: int
     process: int | None
+    peak: int | None = None  # the most it held in the last PEAK_WINDOW to PEAK_WINDOW*2 seconds
 
     @property
     def held(self) -> int:
@@ -48,6 +49,7 @@ class KernelStatus:
     top: tuple[tuple[str, int], ...]  # largest user names by tensor bytes, after the last cell
     limit: int | None  # %vram limit in bytes
     restart: str | None = None  # a restart the kernel asks for (%vram restart): its request id
+    ooms: int = 0  # out-of-memory errors that ended a cell since vram_magic was loaded
 
 
 def connection_file() -> str | None:
@@ -77,8 +79,14 @@ def status_path(connection_file: str | os.PathLike[str]) -> Path:
 
 
 def status_from_report(
-    report: Report, top: tuple[tuple[str, int], ...], limit: int | None, restart: str | None
+    report: Report,
+    top: tuple[tuple[str, int], ...],
+    limit: int | None,
+    restart: str | None,
+    peaks: dict[str, int] | None = None,
+    ooms: int = 0,
 ) -> KernelStatus:
+    """``peaks``: the most held per device (``cuda:N``) lately, measured by the caller."""
     devices = tuple(
         KernelDevice(
             f"cuda:{d.cuda_index}",
@@ -86,10 +94,11 @@ def status_from_report(
             d.torch_allocated or 0,
             d.torch_reserved or 0,
             d.this_process,
+            (peaks or {}).get(f"cuda:{d.cuda_index}"),
         )
         for d in report.devices
     )
-    return KernelStatus(os.getpid(), report.taken_at, devices, top, limit, restart)
+    return KernelStatus(os.getpid(), report.taken_at, devices, top, limit, restart, ooms)
 
 
 def write_status(path: Path, status: KernelStatus) -> None:
@@ -118,12 +127,14 @@ def read_status(path: Path) -> KernelStatus | None:
                     int(d["allocated"]),
                     int(d["reserved"]),
                     None if d["process"] is None else int(d["process"]),
+                    None if d.get("peak") is None else int(d["peak"]),
                 )
                 for d in data["devices"]
             ),
             top=tuple((str(name), int(size)) for name, size in data["top"]),
             limit=None if data["limit"] is None else int(data["limit"]),
             restart=None if data.get("restart") is None else str(data["restart"]),
+            ooms=int(data.get("ooms", 0)),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

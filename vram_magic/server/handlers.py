@@ -4,7 +4,6 @@ Jupyter server's own (kernels resource: reading for GET, writing for POST)."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any
 
@@ -13,9 +12,10 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from vram_magic.protocol.kernel_status import read_status, status_path
+from vram_magic import api
 from vram_magic.readings.machine import read_machine
 from vram_magic.server.kernel_call import KernelCallError, evaluate
+from vram_magic.server.kernels import kernel_facts, list_kernels, notebooks, with_status
 from vram_magic.server.processes import ProcessDirectory
 from vram_magic.server.usage import (
     KernelFacts,
@@ -31,6 +31,7 @@ REMOTE = "__import__('vram_magic.ipython.remote', fromlist=['_'])"
 FREE_CALL = f"{REMOTE}.free_for_server()"
 SNAPSHOT_CALL = f"{REMOTE}.snapshot_for_server()"
 RESTORE_CALL = f"{REMOTE}.restore_for_server()"
+RESTORE_WAITING_CALL = REMOTE + ".restore_waiting_for_server({!r})"
 KERNEL_ID = r"(?P<kernel_id>[\w-]+)"
 # between cells; a kernel started without a frontend stays "starting" on the server, yet answers
 READY = {"idle", "starting"}
@@ -49,26 +50,8 @@ class VramHandler(APIHandler):
 
     async def kernel_facts(self) -> list[KernelFacts]:
         """Every running kernel of this server, with its notebook and its own status file."""
-        notebooks = {
-            s["kernel"]["id"]: (s.get("path"), s.get("name"))
-            for s in await self.session_manager.list_sessions()
-            if s.get("kernel")
-        }
-        return [self._facts(k, notebooks) for k in self.kernel_manager.list_kernel_ids()]
-
-    def _facts(self, kernel_id: str, notebooks: dict[str, tuple[Any, Any]]) -> KernelFacts:
-        kernel = self.kernel_manager.get_kernel(kernel_id)
-        path, notebook = notebooks.get(kernel_id, (None, None))
-        connection = getattr(kernel, "connection_file", "")
-        return KernelFacts(
-            id=kernel_id,
-            name=kernel.kernel_name,
-            execution_state=getattr(kernel, "execution_state", "unknown"),
-            pid=getattr(getattr(kernel, "provisioner", None), "pid", None),
-            path=path,
-            notebook=notebook or (os.path.basename(path) if path else None),
-            status=read_status(status_path(connection)) if connection else None,
-        )
+        kernels = await list_kernels(self.kernel_manager, self.session_manager)
+        return [with_status(kernel) for kernel in kernels]
 
     def running_kernel(self, kernel_id: str) -> Any:
         if kernel_id not in self.kernel_manager:
@@ -162,13 +145,57 @@ class RestartHandler(VramHandler):
 
     def _refuse_request(self, kernel_id: str, request: str) -> str | None:
         """Why a restart the kernel asked for cannot go ahead; None when it can (once)."""
-        status = own_status(self._facts(kernel_id, {}), directory)
+        status = own_status(
+            with_status(kernel_facts(self.kernel_manager, kernel_id, {})), directory
+        )
         if status is None or status.restart != request:
             return "the kernel asked for no such restart"
         if request in answered_requests:
             return "that restart is already under way"
         answered_requests.add(request)
         return None
+
+
+class WaitingHandler(VramHandler):
+    """The snapshot an idle kernel left for a notebook when the server shut it down."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        notebook = self.get_argument("path")
+        waiting = api.waiting_snapshot(notebook)
+        found = None
+        if waiting is not None:
+            found = {
+                "id": waiting.id,
+                "created": waiting.created,
+                "names": waiting.names,
+                "nbytes": waiting.nbytes,
+            }
+        self.reply({"path": notebook, "snapshot": found})
+
+
+class RestoreWaitingHandler(VramHandler):
+    """Restore, in the notebook's new kernel, what its idle predecessor left (one click)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        kernel = self.running_kernel(kernel_id)
+        notebook = (await notebooks(self.session_manager)).get(kernel_id, (None, None))[0]
+        if notebook is None:
+            self.reply({"message": "the kernel has no notebook"}, 409)
+            return
+        state = getattr(kernel, "execution_state", "idle")
+        if state not in READY:
+            self.reply({"message": f"the kernel is {state}; restore when it is idle"}, 409)
+            return
+        try:
+            answer = await evaluate(kernel, RESTORE_WAITING_CALL.format(notebook), LONG_CALL)
+        except KernelCallError as error:
+            self.reply({"message": f"not restored: {error}; the snapshot is kept"}, 500)
+            return
+        self.reply({"kernel_id": kernel_id, **json.loads(answer)})
 
 
 def setup_handlers(web_app: Any) -> None:
@@ -180,5 +207,7 @@ def setup_handlers(web_app: Any) -> None:
             (url_path_join(base, "kernels"), KernelsHandler),
             (url_path_join(base, "kernels", KERNEL_ID, "free"), FreeHandler),
             (url_path_join(base, "kernels", KERNEL_ID, "restart"), RestartHandler),
+            (url_path_join(base, "kernels", KERNEL_ID, "restore-waiting"), RestoreWaitingHandler),
+            (url_path_join(base, "waiting"), WaitingHandler),
         ],
     )

@@ -28,6 +28,8 @@ class KernelFacts:
     path: str | None
     notebook: str | None
     status: KernelStatus | None
+    connection: str = ""  # the kernel's connection file; its status file lies beside it
+    last_activity: float | None = None  # epoch seconds of the kernel's last message
 
 
 def devices_json(
