@@ -111,10 +111,11 @@ def test_demo_opens_the_live_panel(executed):
 
 
 def test_demo_estimates_a_7b_shape(executed):
-    text = outputs(cell_with(executed, "%vram estimate llama_7b_shape --batch 4 --seq 4096"))
-    plain = text[0]["data"]["text/plain"]
+    cell = "%vram estimate llama_7b_shape --batch 4 --seq 2048 --train qlora"
+    plain = outputs(cell_with(executed, cell))[0]["data"]["text/plain"]
     assert "6,738,415,616 parameters" in plain  # the Llama-2-7B shape, counted on meta
     assert "inference, nf4" in plain
+    assert "Peak of one qlora step at 4 x 2048 tokens, nf4 base" in plain and "traced:" in plain
 
 
 def test_demo_fits_a_cell_under_a_limit(executed):

@@ -135,14 +135,18 @@ def _kv_cache(config: Any, batch: int, seq: int) -> int | None:
     return 2 * layers * batch * seq * kv_heads * head_dim * 2  # keys and values, bfloat16
 
 
-def _checked(config: Any, batch: int, seq: int | None, train: str, dtype: str | None) -> int:
-    """The sequence length to trace; bad input raises EstimateError in one line."""
+def _check_options(batch: int, train: str, dtype: str | None) -> None:
+    """Bad input raises EstimateError in one line, before any model is read."""
     if train not in TRAIN_MODES:
         raise EstimateError(f"--train must be one of {', '.join(TRAIN_MODES)}, not {train!r}")
     if dtype is not None and dtype not in DTYPES:
         raise EstimateError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     if batch < 1:
         raise EstimateError(f"--batch must be at least 1, not {batch}")
+
+
+def _sequence(config: Any, seq: int | None) -> int:
+    """The tokens per sequence to trace: ``seq``, checked against the model's positions."""
     most = positions(config) if config is not None else None
     if seq is None:
         return min(DEFAULT_SEQ, most or DEFAULT_SEQ)
@@ -205,8 +209,9 @@ def estimate(
     """Memory ``source`` needs: weights by dtype, and the peak of a step of ``train`` at
     ``batch`` sequences of ``seq`` tokens (default: 2048, or fewer where the model holds
     fewer positions), traced where it can be."""
+    _check_options(batch, train, dtype)
     model, config, name = _resolve(source)
-    seq = _checked(config, batch, seq, train, dtype)
+    seq = _sequence(config, seq)
     parameters = list(model.parameters())  # tied weights appear once
     params = sum(p.numel() for p in parameters)
     quantized = quantized_weights(model)

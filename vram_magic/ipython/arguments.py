@@ -89,8 +89,21 @@ def _build_estimate(parser: argparse.ArgumentParser) -> None:
         "model", metavar="MODEL", help="a variable, local folder, config.json or hub id"
     )
     parser.add_argument("--batch", type=_count, default=1, metavar="B", help="sequences at once")
-    parser.add_argument("--seq", type=_count, default=2048, metavar="L", help="tokens per sequence")
-    parser.add_argument("--train", choices=("adam", "sgd", "none"), default="adam")
+    parser.add_argument(
+        "--seq", type=_count, default=None, metavar="L", help="tokens per sequence (2048)"
+    )
+    parser.add_argument(
+        "--train",
+        default="adam",
+        metavar="T",
+        help="adam, adamw, adamw8bit, sgd, lora, qlora, or none (inference)",
+    )
+    parser.add_argument(
+        "--dtype", default=None, metavar="D", help="the weights' dtype: float32, bfloat16, float16"
+    )
+    parser.add_argument(
+        "--checkpointing", action="store_true", help="with gradient checkpointing on"
+    )
 
 
 def _build_limit(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +135,10 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "who": ("live tensors grouped by the names and hidden holders keeping them", _build_who),
     "history": ("memory before, after and at the peak of each cell", _build_history),
     "free": ("release stranded memory (and the named variables)", _build_free),
-    "estimate": ("memory a model needs: weights by dtype, training, inference", _build_estimate),
+    "estimate": (
+        "memory a model needs: a training step's peak traced on fake tensors, weights by dtype",
+        _build_estimate,
+    ),
     "limit": ("emulate a smaller GPU: cap what this kernel may allocate", _build_limit),
     "snapshot": ("save the namespace to disk (tensors with their devices)", _build_snapshot),
     "restore": ("load a snapshot back (tensors to their devices)", _build_restore),

@@ -165,7 +165,14 @@ class VramMagics(Magics):
         """MODEL names a variable of the notebook when there is one, else a folder or hub id."""
         model = self._shell.user_ns.get(options.model, options.model)
         try:
-            result = api.estimate(model, batch=options.batch, seq=options.seq, train=options.train)
+            result = api.estimate(
+                model,
+                batch=options.batch,
+                seq=options.seq,
+                train=options.train,
+                dtype=options.dtype,
+                checkpointing=options.checkpointing,
+            )
         except api.EstimateError as error:
             raise UsageError(f"%vram estimate: {error}") from None
         return estimate_view(result, api.report())
