@@ -191,3 +191,13 @@ def followed_session(path: Path):  # type: ignore[no-untyped-def]
 
         setattr(module, name, call)
     return session
+
+
+def kernels_env(folder: Path, recording_file: Path) -> dict[str, str]:
+    """Environment under which a Jupyter server's kernels (not only the server) answer NVML from
+    ``recording_file``: an IPython startup file in a fresh IPYTHONDIR under ``folder``."""
+    startup = folder / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    config = Path(__file__).parent / "jupyter_config_fake_nvml.py"
+    (startup / "00-fake-nvml.py").write_text(f"import runpy\nrunpy.run_path({str(config)!r})\n")
+    return {"IPYTHONDIR": str(folder / "ipython"), "VRAM_MAGIC_FAKE_NVML": str(recording_file)}
