@@ -94,7 +94,7 @@ export interface ISnapshot {
   kernels: IKernelsReply;
 }
 
-async function request<T>(
+export async function request<T>(
   settings: ServerConnection.ISettings,
   path: string,
   init: RequestInit = {}

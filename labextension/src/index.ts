@@ -16,6 +16,7 @@ import { RestartRequests } from './restarts';
 import { followSettings } from './settings';
 import { VramSidebar } from './sidebar';
 import { VramStatus } from './statusbar';
+import { WaitingSnapshots } from './waiting';
 
 const PLUGIN_ID = 'vram-magic:plugin';
 const SIDEBAR_ID = 'vram-magic-sidebar';
@@ -48,6 +49,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const { serviceManager } = app;
     const poller = new VramPoller(serviceManager.serverSettings, DEFAULT_INTERVAL_S);
     new RestartRequests(poller, serviceManager.serverSettings);
+    new WaitingSnapshots(poller, serviceManager.serverSettings);
     const current = new CurrentKernel({ notebook: notebooks, console: consoles }, app.shell);
 
     const sidebar = new VramSidebar({
