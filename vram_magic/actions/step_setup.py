@@ -14,6 +14,7 @@ makes; its forward is ``Linear4bit.forward``'s: the same ``matmul_4bit`` autogra
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -216,6 +217,7 @@ def from_config(
     config: Any, train: str, dtype: str | None, seq: int, checkpointing: bool, foreach: bool | None
 ) -> Callable[[], StepSetup]:
     """A builder of the step ``train`` runs on the model of ``config`` (inside the fake mode)."""
+    config = copy.deepcopy(config)  # building writes its dtype into the config: not the caller's
 
     def build() -> StepSetup:
         import torch
