@@ -241,7 +241,7 @@ def test_each_user_sees_their_own_kernels_and_the_other_only_as_a_sum(hub):  # t
         while f'kernel_id="{kernels[user]}"' not in metrics and time.monotonic() < deadline:
             time.sleep(0.5)
             metrics = server.call(f"user/{user}/metrics", tokens[user]).decode()
-        assert 'vram_magic_kernel_info{host="' in metrics
+        assert f'vram_magic_kernel_info{{kernel_id="{kernels[user]}"' in metrics
         assert f'user="{user}"' in metrics
         assert other not in metrics and kernels[other] not in metrics
 

@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+from tornado.httpclient import HTTPClientError
 
 pytest.importorskip("pytest_jupyter")
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -107,3 +108,21 @@ async def test_idle_kernels_are_snapshotted_then_shut_down_and_restored_on_reope
         [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     )
     assert await waiting_for(jp_fetch, "idle.ipynb") is None
+
+
+@pytest.mark.parametrize(
+    ("method", "parts"),
+    [("GET", ("waiting",)), ("POST", ("kernels", "any", "restore-waiting"))],
+)
+async def test_anonymous_requests_are_refused(jp_fetch, two_gpus, method, parts):
+    body = "" if method == "POST" else None
+    with pytest.raises(HTTPClientError) as refused:
+        await jp_fetch(
+            "vram",
+            *parts,
+            method=method,
+            body=body,
+            params={"path": "idle.ipynb"},
+            headers={"Authorization": ""},
+        )
+    assert refused.value.code == 403

@@ -7,8 +7,8 @@ import json
 import time
 from typing import Any
 
-from jupyter_server.auth.decorator import authorized
-from jupyter_server.base.handlers import APIHandler
+from jupyter_server.auth.decorator import allow_unauthenticated, authorized
+from jupyter_server.base.handlers import APIHandler, PrometheusMetricsHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
@@ -16,6 +16,7 @@ from vram_magic import api
 from vram_magic.readings.machine import read_machine
 from vram_magic.server.kernel_call import KernelCallError, evaluate
 from vram_magic.server.kernels import kernel_facts, list_kernels, notebooks, with_status
+from vram_magic.server.metrics import VramMetrics
 from vram_magic.server.processes import ProcessDirectory
 from vram_magic.server.usage import (
     KernelFacts,
@@ -198,11 +199,24 @@ class RestoreWaitingHandler(VramHandler):
         self.reply({"kernel_id": kernel_id, **json.loads(answer)})
 
 
-def setup_handlers(web_app: Any) -> None:
+class MetricsHandler(PrometheusMetricsHandler):
+    """The server's own /metrics (its authentication: anonymous is refused as before), with
+    vram_magic's series after the server's, written off the event loop (``metrics``)."""
+
+    @allow_unauthenticated
+    def get(self) -> None:
+        super().get()
+        self.write(self.settings["vram_magic_metrics"].exposition())
+
+
+def setup_handlers(web_app: Any, metrics: VramMetrics) -> None:
+    """The /vram endpoints, and /metrics: an extension's handlers come before the server's."""
+    web_app.settings["vram_magic_metrics"] = metrics
     base = url_path_join(web_app.settings["base_url"], "vram")
     web_app.add_handlers(
         ".*$",
         [
+            (url_path_join(web_app.settings["base_url"], "metrics"), MetricsHandler),
             (url_path_join(base, "devices"), DevicesHandler),
             (url_path_join(base, "kernels"), KernelsHandler),
             (url_path_join(base, "kernels", KERNEL_ID, "free"), FreeHandler),

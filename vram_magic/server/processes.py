@@ -29,8 +29,12 @@ class ProcessFacts:
 
 
 class ProcessDirectory:
-    def __init__(self, ttl: float = 10.0) -> None:
+    """``pause``: seconds to sleep after each look in /proc, so that a worker thread looking up
+    hundreds of PIDs lets the event loop's thread have the GIL in between."""
+
+    def __init__(self, ttl: float = 10.0, pause: float = 0.0) -> None:
         self.ttl = ttl
+        self.pause = pause
         self._uid = os.getuid()
         self._facts: dict[int, tuple[float, ProcessFacts]] = {}
 
@@ -41,6 +45,8 @@ class ProcessDirectory:
             return cached[1]
         found = self._look_up(pid)
         self._facts[pid] = (now, found)
+        if self.pause:
+            time.sleep(self.pause)
         if len(self._facts) > 4096:  # forget PIDs long gone
             self._facts = {p: f for p, f in self._facts.items() if now - f[0] < self.ttl}
         return found

@@ -75,10 +75,15 @@ def server_user() -> str:
 
 
 def take_sample(kernels: list[KernelFacts], directory: ProcessDirectory) -> Sample:
-    """Read NVML, /proc and the kernels' status files (slow: call it from a worker thread)."""
+    """Read NVML, /proc and the kernels' status files (slow: call it from a worker thread; it
+    pauses as often as ``directory`` does, see ``ProcessDirectory``)."""
     started = time.perf_counter()
     now = time.time()
-    facts = [with_status(kernel) for kernel in kernels]
+    facts = []
+    for index, kernel in enumerate(kernels):
+        facts.append(with_status(kernel))
+        if directory.pause and index % 10 == 9:
+            time.sleep(directory.pause)
     machine = read_machine()
     rows = {row["id"]: row for row in kernels_json(machine, facts, directory)["kernels"]}
     samples = tuple(_kernel_sample(k, rows[k.id], directory, now) for k in facts)
