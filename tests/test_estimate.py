@@ -4,6 +4,10 @@ Each model is saved to a folder, estimated from that folder, then really loaded 
 in float32, bfloat16, and through bitsandbytes in int8 and nf4 (bitsandbytes quantizes on CPU).
 The estimate must be within 1% of the loaded model's memory: ``get_memory_footprint()`` plus
 the quantization constants it leaves out.
+
+The traced peak of a step must be within 5% of two real steps of the same model (torch, peft,
+bitsandbytes), counted by torch's profiler (tests/measured_peak.py), in every train mode and
+dtype and with gradient checkpointing.
 """
 
 import pytest
@@ -13,7 +17,10 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("bitsandbytes")
 pytest.importorskip("accelerate")
 
+from measured_peak import measured_peak, real_step  # noqa: E402
+
 from vram_magic.actions.estimate import EstimateError, estimate  # noqa: E402
+from vram_magic.actions.step_setup import TRAIN_MODES  # noqa: E402
 
 MODELS = {
     "gpt2, tied head": lambda: transformers.GPT2Config(
@@ -113,3 +120,114 @@ def test_magic_and_bad_input(vram, tmp_path, monkeypatch):
     assert isinstance(error, UsageError) and "not 'lion'" in str(error)
     with pytest.raises(EstimateError):
         estimate(42)
+
+
+# The traced peak against real steps, counted by torch's profiler (tests/measured_peak.py).
+
+# A size where a step's peak is in its backward pass, as in real training: bitsandbytes' CPU
+# 8-bit step dequantizes its state into float32 temporaries that its fused CUDA kernel (which the
+# trace follows) does not make; at 2 x 32 tokens they would be the tiny model's peak.
+BATCH, SEQ = 2, 64
+
+
+def tiny_gpt2():
+    return transformers.GPT2Config(
+        n_layer=2, n_embd=64, n_head=4, vocab_size=500, n_positions=64,
+        architectures=["GPT2LMHeadModel"],
+    )  # fmt: skip
+
+
+def tiny_llama():
+    return transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=500, max_position_embeddings=64,
+        architectures=["LlamaForCausalLM"],
+    )  # fmt: skip
+
+
+def assert_close(predicted: int, measured: int) -> None:
+    assert abs(predicted / measured - 1) <= 0.05, (predicted, measured, predicted / measured)
+
+
+@pytest.mark.parametrize("train", TRAIN_MODES)
+def test_peak_of_each_train_mode_is_a_real_steps(train):
+    result = estimate(tiny_llama(), batch=BATCH, seq=SEQ, train=train)
+    assert result.traced, result.note
+    assert_close(result.peak, measured_peak(tiny_llama(), train, BATCH, SEQ))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_peak_in_each_dtype_is_a_real_steps(dtype):
+    result = estimate(tiny_gpt2(), batch=BATCH, seq=SEQ, train="adamw", dtype=dtype)
+    assert result.traced and result.dtype == dtype
+    assert_close(result.peak, measured_peak(tiny_gpt2(), "adamw", BATCH, SEQ, dtype=dtype))
+
+
+def test_checkpointing_keeps_fewer_activations_and_is_a_real_checkpointed_run():
+    plain = estimate(tiny_gpt2(), batch=BATCH, seq=SEQ, train="adam")
+    checkpointed = estimate(tiny_gpt2(), batch=BATCH, seq=SEQ, train="adam", checkpointing=True)
+    assert checkpointed.traced and checkpointed.checkpointing
+    assert checkpointed.peak_parts["activations"] < plain.peak_parts["activations"]
+    measured = measured_peak(tiny_gpt2(), "adam", BATCH, SEQ, checkpointing=True)
+    assert_close(checkpointed.peak, measured)
+    assert measured < measured_peak(tiny_gpt2(), "adam", BATCH, SEQ)
+
+
+def test_peak_parts_add_up_and_are_what_they_say():
+    model = real_step(tiny_llama(), "adam", 1, 1).model
+    parameters = list(model.parameters())
+    weights = sum(t.numel() * t.element_size() for t in [*parameters, *model.buffers()])
+    adam = estimate(tiny_llama(), batch=BATCH, seq=SEQ, train="adam")
+    assert sum(adam.peak_parts.values()) == adam.peak
+    assert adam.peak_parts["weights"] == weights
+    # two float32 moments a parameter, and its step count (a float32 scalar)
+    moments = 2 * sum(4 * p.numel() for p in parameters)
+    assert adam.peak_parts["optimizer"] == moments + 4 * len(parameters)
+    assert adam.peak_parts["activations"] > 0
+    inference = estimate(tiny_llama(), batch=BATCH, seq=SEQ, train="none")
+    assert sum(inference.peak_parts.values()) == inference.peak
+    assert inference.peak_parts["weights"] == weights
+    assert inference.peak_parts["gradients"] == inference.peak_parts["optimizer"] == 0
+    assert inference.peak_parts["activations"] == 0  # nothing saved for a backward pass
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({"batch": 0}, "--batch must be at least 1, not 0"),
+        ({"seq": 65}, "--seq 65 is above the 64 positions this model holds"),
+        ({"train": "lion"}, "--train must be one of adam, "),
+        ({"dtype": "float8"}, "--dtype must be one of float32, "),
+    ],
+)
+def test_bad_input_in_one_line(options, words):
+    with pytest.raises(EstimateError) as error:
+        estimate(tiny_gpt2(), **options)
+    assert words in str(error.value) and "\n" not in str(error.value)
+
+
+UNTRACEABLE = {  # a module without a config, and an audio model (no token ids or images)
+    "plain torch module": (
+        lambda: torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Linear(32, 4)),
+        "no transformers config",
+    ),
+    "wav2vec2 config": (
+        lambda: transformers.Wav2Vec2Config(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+            vocab_size=32, conv_dim=(32, 32), conv_stride=(5, 2), conv_kernel=(10, 3),
+        ),
+        "could not be traced",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(UNTRACEABLE))
+def test_a_model_that_cannot_be_traced_falls_back_to_the_formula(name):
+    make, why = UNTRACEABLE[name]
+    result = estimate(make(), batch=BATCH, seq=16, train="adam")
+    assert not result.traced and why in result.note and "\n" not in result.note
+    # weights, a float32 gradient and two float32 Adam moments a parameter; no activations
+    extra = {"gradients": 4 * result.params, "optimizer": 8 * result.params, "activations": 0}
+    assert result.peak_parts == {"weights": result.weights["float32"], **extra, "other": 0}
+    assert result.peak == result.weights["float32"] + 12 * result.params
+    assert result.largest_batch == {} and result.per_item is None
