@@ -8,7 +8,16 @@ from typing import Any
 import pytest
 
 from vram_magic.actions import fit as fit_module
-from vram_magic.actions.fit import ROOM_BUCKET, FitResult, Meter, Setting, Target, fit
+from vram_magic.actions.fit import (
+    ROOM_BUCKET,
+    FitResult,
+    Meter,
+    Prediction,
+    Setting,
+    Target,
+    divisors,
+    fit,
+)
 
 torch = pytest.importorskip("torch")
 MiB = 2**20
@@ -274,3 +283,63 @@ def test_no_size_fits_reraises_after_trying_one():
         cell.fit(8)
     assert raised.value is cell.errors[-1]
     assert cell.applied == [8, 4, 2, 1]  # halved down to 1, where nothing smaller is left
+
+
+# ``%%fit`` predicts first: a traced need (here the cell's exact line) gives the starting size.
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+@pytest.mark.parametrize("start", ["4x too large", "8x too small", "1"])
+@pytest.mark.parametrize("allowed", [None, "divisors"])
+def test_a_traced_line_finds_the_largest_size_in_a_few_traces(limit, start, allowed):
+    from vram_magic.actions.fit_predict import largest_fitting
+
+    sizes = divisors(4 * limit) if allowed else list(range(1, 4 * limit + 1))
+    traced: list[int] = []
+
+    def need(size: int) -> int:
+        traced.append(size)
+        return FIXED + PER_ITEM * size
+
+    best, needed, traces = largest_fitting(
+        need, FIXED + PER_ITEM * limit, sizes, start_of(limit, start)
+    )
+    assert best == max(s for s in sizes if s <= limit) and needed == FIXED + PER_ITEM * best
+    assert traces == len(traced) == len(set(traced)) <= 4  # a line is found in two traces
+
+
+def test_a_step_that_grows_faster_than_a_line_is_still_checked():
+    from vram_magic.actions.fit_predict import largest_fitting
+
+    best, _, traces = largest_fitting(lambda size: size * size, 10_000, list(range(1, 1000)), 1)
+    assert best == 100 and traces <= 12
+
+
+@pytest.mark.parametrize("start", ["4x too large", "8x too small"])
+def test_a_prediction_starts_the_search_where_it_fits_and_stops_there(start):
+    cell = Cell(100)
+    predictions: list[int] = []
+
+    def predict(budget: int) -> Prediction:
+        predictions.append(budget)
+        size = (budget - FIXED) // PER_ITEM
+        return Prediction(size, FIXED + PER_ITEM * size, 2, 0.1)
+
+    target = Target("batch_size", start_of(100, start), cell.apply, undo=cell.undo, predict=predict)
+    result = fit(cell.run, target, cell.meter(), "cell", cell.clean_up, headroom=0.0)
+    assert tried(result) == [(100, "fits")] and result.predicted.size == 100
+    assert predictions == [cell.room]
+
+
+def test_a_prediction_too_large_falls_back_to_the_search():
+    cell = Cell(100)
+    target = Target(
+        "batch_size",
+        400,
+        cell.apply,
+        undo=cell.undo,
+        predict=lambda budget: Prediction(150, 1, 2, 0.1),
+    )
+    result = fit(cell.run, target, cell.meter(), "cell", cell.clean_up, headroom=0.0)
+    check_outcome(cell, result, 100)
+    assert tried(result)[0] == (150, "out of memory") and result.size >= 90

@@ -72,8 +72,8 @@ def test_bare_fit_trains_a_trainer_built_earlier(trainer_shell):
     assert trainer.args.per_device_train_batch_size == true_size
     assert trainer.args.gradient_accumulation_steps * true_size == 32 == result.effective
     assert trainer.state.global_step == trainer.args.max_steps
-    assert ooms(result) >= 1
-    assert_clean_attempts(result)
+    assert ooms(result) == 0  # a traced step predicted the size: no attempt ran out
+    assert result.predicted is not None and result.predicted.size == true_size
     optimizer_state = sum(
         t.numel() * t.element_size()
         for state in trainer.optimizer.state.values()
@@ -105,7 +105,8 @@ def test_no_accumulate_keeps_the_accumulation(trainer_shell):
 
 def test_optimizer_steps_of_a_failed_attempt_are_undone(trainer_shell):
     """Short rows first, long ones after, in order: 32 runs out at its second step, after one
-    optimizer step. The weights after %%fit equal a clean run's at the chosen size."""
+    optimizer step. The weights after %%fit equal a clean run's at the chosen size. (Without
+    the traced prediction, which sizes for the longest rows and would start below 32.)"""
     shell = trainer_shell
     run(
         shell,
@@ -118,7 +119,7 @@ def test_optimizer_steps_of_a_failed_attempt_are_undone(trainer_shell):
         "trainer = make_trainer(model, data, 32, cls=InOrder)",
     )
     workload.limit_room(shell, ROOM)
-    shown = run(shell, "%%fit\ntrainer.train()").result
+    shown = run(shell, "%%fit --no-predict\ntrainer.train()").result
     result = shown.data.fits[0]
     assert result.weights_restored >= 1 and result.weights_unguarded is None
     assert_clean_attempts(result)
@@ -276,7 +277,7 @@ def test_growing_from_too_small_trains_once_at_the_chosen_size(trainer_shell):
     run(shell, "model = tiny_model('gpt2'); data = token_data(128, 64)")
     run(shell, "trainer = make_trainer(model, data, 1, steps=32)")
     workload.limit_room(shell, ROOM)
-    result = fitted(shell, "%%fit\ntrainer.train()  # from too small").fits[0]
+    result = fitted(shell, "%%fit --no-predict\ntrainer.train()  # from too small").fits[0]
     assert result.size > 1 and result.effective == 32 and ooms(result) <= 1
     assert sum(a.outcome == "fits" for a in result.attempts) >= 2  # it grew
     assert result.weights_restored >= 1
@@ -290,3 +291,43 @@ def test_growing_from_too_small_trains_once_at_the_chosen_size(trainer_shell):
     fitted_weights = shell.user_ns["model"].state_dict()
     for name, weight in shell.user_ns["clean"].state_dict().items():
         assert torch.equal(fitted_weights[name], weight), name
+
+
+def test_the_prediction_sizes_for_the_longest_rows(trainer_shell):
+    """Short and long rows mixed (the Trainer shuffles them): the traced step is the longest
+    batch's, so no attempt runs out whichever rows come first."""
+    shell = trainer_shell
+    run(shell, "model = tiny_model('gpt2')")
+    run(shell, "data = token_data(64, 16) + token_data(64, 96, seed=2)")
+    run(shell, "trainer = make_trainer(model, data, 32, max_steps=4)")
+    workload.limit_room(shell, ROOM)
+    shown = run(shell, "%%fit\ntrainer.train()").result
+    result = shown.data.fits[0]
+    assert result.predicted is not None and result.predicted.size == result.size
+    assert ooms(result) == 0 and len(result.attempts) == 1 and result.effective == 32
+    assert shell.user_ns["trainer"].state.global_step == 4
+    assert f"predicted before running: {result.size} fits" in shown.text
+
+
+def test_a_step_that_cannot_be_traced_is_searched_as_before(trainer_shell):
+    """A model whose forward reads a value (here a bounds check) cannot run on fake tensors:
+    no prediction, and the search finds the size from its out-of-memory errors."""
+    shell = trainer_shell
+    run(
+        shell,
+        "class Checked(torch.nn.Module):\n"
+        "    def __init__(self, inner):\n"
+        "        super().__init__()\n"
+        "        self.inner, self.config = inner, inner.config\n"
+        "    def forward(self, input_ids=None, labels=None, attention_mask=None):\n"
+        "        if int(input_ids.max()) >= self.config.vocab_size:\n"
+        "            raise ValueError('a token outside the vocabulary')\n"
+        "        return self.inner(input_ids, labels=labels, attention_mask=attention_mask)\n"
+        "model = Checked(tiny_model('gpt2')); data = token_data(128, 64)\n"
+        "trainer = make_trainer(model, data, 32)",
+    )
+    workload.limit_room(shell, ROOM)
+    shown = run(shell, "%%fit\ntrainer.train()").result
+    result = shown.data.fits[0]
+    assert result.predicted is None and ooms(result) >= 1 and 1 < result.size < 32
+    assert "predicted" not in shown.text

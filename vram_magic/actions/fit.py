@@ -45,6 +45,16 @@ class Setting:
 
 
 @dataclass(frozen=True)
+class Prediction:
+    """What a traced step said before any attempt: the largest size within the room."""
+
+    size: int | None  # None: not even the smallest size fits
+    need: int | None  # that size's traced bytes above the attempt's start
+    traces: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class FitResult:
     sized: str  # what was sized: a variable, ``trainer.train()``, ``classify(...)``
     attempts: tuple[Attempt, ...]
@@ -57,6 +67,7 @@ class FitResult:
     inner: tuple[FitResult, ...] = ()  # fits inside this call: an evaluation inside train()
     weights_restored: int = 0  # attempts at other sizes whose optimizer steps were undone
     weights_unguarded: int | None = None  # bytes of weights that could not be kept aside
+    predicted: Prediction | None = None  # the traced prediction the search started from
 
     @property
     def failed_seconds(self) -> float:
@@ -84,6 +95,7 @@ class Target:
     effective: int | None = None
     workload: str = ""  # what else tells one call's memory from another's with the same code
     fixed: int = 0  # bytes each run needs whatever the size (gradients, optimizer state)
+    predict: Callable[[int], Prediction | None] | None = None  # budget -> traced largest size
 
 
 @dataclass
@@ -112,6 +124,7 @@ class _Search:
     headroom: float
     allowed: list[int] | None  # sizes that keep an exact effective batch, ascending
     fixed: int = 0  # bytes of every run's need known not to grow with the size
+    ceiling: int | None = None  # the smallest size a traced step says does not fit
     good: dict[int, int | None] = field(default_factory=dict)
     bad: dict[int, int | None] = field(default_factory=dict)
 
@@ -147,7 +160,7 @@ class _Search:
     def next_size(self) -> int | None:
         """The next size to try, or None when the largest fitting size is known."""
         lo = max(self.good, default=0)
-        hi = min(self.bad, default=None)
+        hi = min([*self.bad, *([self.ceiling] if self.ceiling else [])], default=None)
         if hi is not None and hi - lo <= max(1, lo // 50):
             return None
         if hi is None and self.room is None:
@@ -194,6 +207,13 @@ def fit(
         else []
     )
     probing = bool(probes)
+    predicted = None
+    if target.predict is not None and room is not None and not cached and not probing:
+        predicted = target.predict(int(room * (1 - headroom)))
+        if predicted is not None:
+            start = predicted.size or search.snap(1)
+            above = [s for s in (target.allowed or [start + 1]) if s > start]
+            search.ceiling = above[0] if above else None
     size: int | None = probes.pop(0) if probing else search.snap(_cache.get(cache_key, start))
     while size is not None:
         if attempts and attempts[-1].outcome == "fits":
@@ -250,6 +270,7 @@ def fit(
         cached,
         settings=settings,
         effective=target.effective,
+        predicted=predicted,
     )
 
 

@@ -30,6 +30,7 @@ class FitOptions:
     headroom: float = 0.05
     quantize: str | None = None  # auto, 8bit, 4bit, off; None: auto when the cell loads a model
     probe: bool = False
+    predict: bool = True  # start a Trainer's search from a traced step's largest size
 
 
 class FitError(ValueError):
@@ -95,7 +96,9 @@ class Sizing:
         try:
             result = fit(
                 attempt,
-                replace(target, undo=undo),
+                replace(
+                    target, undo=undo, predict=target.predict if self.options.predict else None
+                ),
                 BLIND if nested else torch_meter(),
                 f"{self.source}\0{target.sized}\0{target.workload}",
                 self.clean_up,

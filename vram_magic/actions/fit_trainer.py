@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from vram_magic.actions.fit import Setting, Target, divisors
+from vram_magic.actions.fit_predict import predict_trainer
 from vram_magic.actions.fit_sizing import FitError, Sizing, framework, patched
 from vram_magic.actions.limit import outside_budget
 
@@ -163,6 +164,7 @@ def _train_target(
         effective,
         workload=_workload(trainer, effective or start),
         fixed=_fixed_bytes(trainer),
+        predict=predict_trainer(trainer, effective, allowed, start),
     )
 
 

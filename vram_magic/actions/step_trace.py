@@ -15,12 +15,13 @@ the highest total with what it was made of:
 
 A training step is traced as a loop's second step sees it: the optimizer state is there
 already, the outputs are dropped once the loss is taken (as ``Trainer.training_step`` does),
-then backward, the optimizer step and ``zero_grad(set_to_none=True)``. With ``micro_batches=2``
-a second forward and backward runs over the first one's gradients (gradient accumulation).
+then backward, the optimizer step and ``zero_grad(set_to_none=True)``. With two micro-batches a
+second forward and backward runs over the first one's gradients (gradient accumulation).
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ class StepSetup:
     optimizer: Any | None
     batch: Callable[[int], dict[str, Any]]
     loss: Callable[[Any], Any]
-    micro_batches: int = 1
+    micro_batches: Callable[[int], int] = lambda size: 1  # forward+backward passes per step
     autocast: Any | None = None  # a torch.autocast context for the forward, or None
     weights: Callable[[], Iterator[Any]] = field(default=lambda: iter(()))
 
@@ -107,9 +108,7 @@ def _ledger_mode() -> Any:
     return Ledger()
 
 
-def _run_step(setup: StepSetup, inputs: dict[str, Any]) -> None:
-    import contextlib
-
+def _run_step(setup: StepSetup, inputs: dict[str, Any], micro_batches: int) -> None:
     import torch
 
     forward = setup.autocast if setup.autocast is not None else contextlib.nullcontext()
@@ -117,7 +116,7 @@ def _run_step(setup: StepSetup, inputs: dict[str, Any]) -> None:
         with torch.no_grad(), forward:
             setup.model(**inputs)
         return
-    for _ in range(setup.micro_batches):
+    for _ in range(micro_batches):
         with forward:
             loss = setup.loss(setup.model(**inputs))
         loss.backward()
@@ -126,35 +125,53 @@ def _run_step(setup: StepSetup, inputs: dict[str, Any]) -> None:
     setup.optimizer.zero_grad(set_to_none=True)
 
 
-def trace_steps(build: Callable[[], StepSetup], sizes: Sequence[int]) -> list[StepPeak]:
-    """The peak of a step at each batch size in ``sizes``, from one model built by ``build``
-    inside the fake mode. Raises TraceError where the model or its step cannot run there."""
+@contextlib.contextmanager
+def tracing(build: Callable[[], StepSetup]) -> Iterator[Callable[[int], StepPeak]]:
+    """Inside the block, ``peak_at(size)`` traces a step at batch ``size`` on the one model
+    ``build`` makes in the fake mode (asked as often as the caller needs, sizes chosen as it
+    goes). Dispatch modes in force (a ``%vram limit`` on the CPU) are set aside meanwhile.
+    Raises TraceError where the model or its step cannot run there."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import _disable_current_modes
 
     ledger = _ledger_mode()
-    try:
-        with FakeTensorMode(allow_non_fake_inputs=True), ledger:
+
+    def peak_at(size: int) -> StepPeak:
+        with _as_trace_error():
+            inputs = setup.batch(size)
+            ledger.restart()
+            _run_step(setup, inputs, setup.micro_batches(size))
+            del inputs
+            return StepPeak(size, ledger.peak, dict(ledger.peak_parts))
+
+    with _disable_current_modes(), FakeTensorMode(allow_non_fake_inputs=True), ledger:
+        with _as_trace_error():
             setup = build()
             _note_kinds(setup, ledger)
             if setup.optimizer is not None:
-                _run_step(setup, setup.batch(1))  # the optimizer's state, as a loop's step 1
+                _run_step(setup, setup.batch(1), 1)  # the optimizer's state, as a loop's step 1
                 _note_kinds(setup, ledger)
-            peaks = []
-            with torch.autograd.graph.saved_tensors_hooks(
-                lambda saved: (ledger.note(saved, "activations"), saved)[1], lambda saved: saved
-            ):
-                for size in sizes:
-                    inputs = setup.batch(size)
-                    ledger.restart()
-                    _run_step(setup, inputs)
-                    del inputs
-                    peaks.append(StepPeak(size, ledger.peak, dict(ledger.peak_parts)))
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda saved: (ledger.note(saved, "activations"), saved)[1], lambda saved: saved
+        ):
+            yield peak_at
+
+
+def trace_steps(build: Callable[[], StepSetup], sizes: Sequence[int]) -> list[StepPeak]:
+    """The peak of a step at each batch size in ``sizes`` (see ``tracing``)."""
+    with tracing(build) as peak_at:
+        return [peak_at(size) for size in sizes]
+
+
+@contextlib.contextmanager
+def _as_trace_error() -> Iterator[None]:
+    try:
+        yield
     except TraceError:
         raise
     except Exception as error:
         raise TraceError(f"{type(error).__name__}: {str(error).splitlines()[0][:200]}") from error
-    return peaks
 
 
 def _note_kinds(setup: StepSetup, ledger: Any) -> None:

@@ -212,6 +212,7 @@ def parse_fit_line(line: str) -> api.FitOptions:
     parser.add_argument("--headroom", type=_fraction, default=0.05, metavar="P")
     parser.add_argument("--quantize", choices=("auto", "8bit", "4bit", "off"), default=None)
     parser.add_argument("--probe", action="store_true")
+    parser.add_argument("--no-predict", action="store_true")
     try:
         options = parser.parse_args(shlex.split(line))
     except ValueError as error:
@@ -224,4 +225,5 @@ def parse_fit_line(line: str) -> api.FitOptions:
         headroom=options.headroom,
         quantize=options.quantize,
         probe=options.probe,
+        predict=not options.no_predict,
     )

@@ -149,8 +149,8 @@ class VramMagics(Magics):
     @cell_magic
     def fit(self, line: str, cell: str) -> View:
         """``%%fit [--batch-size VAR] [--accumulate VAR | --no-accumulate] [--max-oom N]
-        [--headroom P] [--quantize auto|8bit|4bit|off] [--probe]``: run the cell so that it
-        fits (see actions/fit_cell)."""
+        [--headroom P] [--quantize auto|8bit|4bit|off] [--probe] [--no-predict]``: run the cell
+        so that it fits (see actions/fit_cell)."""
         try:
             options = parse_fit_line(line)
         except HelpShown:

@@ -60,8 +60,20 @@ def _lines(result: FitResult) -> list[str]:
         )
     if result.from_cache:
         lines.append("started from the size this call fitted before (cached)")
+    if result.predicted is not None:
+        lines.append(_prediction(result))
     lines.extend(f"inside it: {_title(inner).removeprefix('%%fit: ')}" for inner in result.inner)
     return lines
+
+
+def _prediction(result: FitResult) -> str:
+    predicted = result.predicted
+    assert predicted is not None
+    how = f"{predicted.traces} traced step(s) on fake tensors, {predicted.seconds:.2f}s"
+    if predicted.size is None:
+        return f"predicted: not even the smallest size fits the room ({how})"
+    need = format_bytes(predicted.need)
+    return f"predicted before running: {predicted.size} fits, needing {need} ({how})"
 
 
 def _rows(result: FitResult) -> list[tuple[str, ...]]:
