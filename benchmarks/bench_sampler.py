@@ -5,16 +5,18 @@
     python benchmarks/bench_sampler.py --seconds 10   # shorter runs (the target needs 30)
     python benchmarks/bench_sampler.py --quick        # smoke run: 3 s at 2 Hz only, 50 updates
 
-The sampler thread runs for real, with a real panel subscribed (its widgets have no frontend
-here), at 2 Hz and at 10 Hz. Its CPU time is read from the OS per thread, beside a thread that
-only sleeps at the same rate. Target: at 2 Hz at most 1% of one core. The OS charges CPU in
-10 ms ticks, so a 3 s run (--quick) resolves 0.33% of a core: the target is still checked, only
-coarsely, and the table says so.
+The sampler thread runs for real, with a real panel subscribed (gauges and the timeline), at
+2 Hz and at 10 Hz. Its widgets have no frontend here: each message they send is encoded as
+JSON, as a kernel would before sending it, and dropped. Its CPU time is read from the OS per
+thread, beside a thread that only sleeps at the same rate. Target: at 2 Hz at most 1% of one
+core. The OS charges CPU in 10 ms ticks, so a 3 s run (--quick) resolves 0.33% of a core: the
+target is still checked, only coarsely, and the table says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 import time
@@ -26,6 +28,17 @@ from _timing import ROOT, Table, finish, median, number, seconds
 sys.path.insert(0, str(ROOT / "tests"))
 
 TARGET_PERCENT = 1.0
+SENT: list[int] = []  # the size of each message the widgets sent, in bytes
+
+
+def encode_messages() -> None:
+    """No frontend here: encode every widget message as a kernel does, then drop it."""
+    import comm
+
+    def publish(self, msg_type, data=None, metadata=None, buffers=None, **keys):  # type: ignore[no-untyped-def]
+        SENT.append(len(json.dumps({"msg_type": msg_type, "data": data, **keys}, default=str)))
+
+    comm.DummyComm.publish_msg = publish
 
 
 def thread_cpu(native_id: int) -> float:
@@ -90,6 +103,7 @@ def main() -> int:
 
         session, setup = fake_session("eight_gpus"), "fake NVML, 8 recorded GPUs"
     set_default_session(session)
+    encode_messages()
     sampler = Sampler()
     panel = LivePanel(  # as vram_magic.ipython.live builds it; its buttons are never pressed here
         sampler,
@@ -117,12 +131,37 @@ def main() -> int:
                 "% of one core" + (coarse if hz == 2 and duration < 30 else ""),
             )
         )
+    timeline = panel.timeline
+    window = timeline._samples.maxlen or 0
+    for _ in range(window):  # a full five-minute window, for a view that says hello
+        timeline.add_sample(report)
+    sent_before = len(SENT)
+    sample = median([seconds(lambda: timeline.add_sample(report)) for _ in range(updates)]) * 1000
+    tick_bytes = median(SENT[sent_before:])
+    hello = median(
+        [seconds(lambda: timeline._on_message(timeline, {"kind": "hello"}, [])) for _ in range(5)]
+    )
+    history_bytes = SENT[-1]
     panel.close()
     render = median([seconds(lambda: gauges_html(report, 0.5)) for _ in range(updates)]) * 1000
     update = median([seconds(lambda: panel.update(report)) for _ in range(updates)]) * 1000
     reading = median([seconds(read_report) for _ in range(updates)]) * 1000
     rows.append(("one update: render the gauges", render, None, "one reading", reading, "ms"))
     rows.append(("one update: render + widget", update, None, "one reading", reading, "ms"))
+    rows.append(("one update: the timeline's sample", sample, None, "one reading", reading, "ms"))
+    rows.append(
+        (
+            "its message",
+            tick_bytes / 1024,
+            None,
+            "the window's, on hello",
+            history_bytes / 1024,
+            "KiB",
+        )
+    )
+    rows.append(
+        (f"a view's hello: {window} samples", hello * 1000, None, "one reading", reading, "ms")
+    )
 
     print(
         f"vram_magic sampler benchmark · {setup} · {duration:g} s per rate · "

@@ -138,6 +138,19 @@ def test_restart_and_restore_keeps_the_variables(lab):  # type: ignore[no-untype
         result = row.locator(".vram-magic-result-text")
         expect(result).to_contain_text("1 variable restored", timeout=90_000)
         expect(result).to_contain_text("answer")
+        # in short: all came back, and where the time went; the tables behind a click
+        expect(result.locator(".vram-magic-result-headline")).to_have_text(
+            re.compile(r"^Restarted: (\d+) of \1 variables? back$")
+        )
+        expect(result).to_contain_text(
+            re.compile(
+                r"s in all: snapshot [\d.]+ s; kernel restart [\d.]+ s; restore [\d.]+ s: imports"
+            )
+        )
+        tables = result.locator(".vram-magic-result-tables")
+        expect(tables).to_be_hidden()
+        result.locator("summary").click()
+        expect(tables).to_be_visible()
         shot(page, "sidebar-restored")
         assert kernel_pids(server)[kernel["train.ipynb"]] != before, "a new kernel process"
         cell = run_new_cell(page, "print(answer + 1)")

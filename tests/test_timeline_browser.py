@@ -21,9 +21,11 @@ import pytest
 from fake_nvml import load_recording
 from lab_server import (
     ARTIFACTS,
+    NOTEBOOK7_IDLE,
     browser_page,
     fake_gpu_server,
     kernel_pids,
+    run_first_cell,
     skip_without_chromium,
     write_notebook,
 )
@@ -90,10 +92,8 @@ def lab(tmp_path_factory):  # type: ignore[no-untyped-def]
 def run_cells(page: Any) -> None:
     """Run every cell in turn, each after the one before finished (an error would abort the
     cells queued behind it)."""
-    page.wait_for_selector("text=| Idle", timeout=60_000)
-    page.locator(".jp-Cell").first.click()
-    page.keyboard.press("Escape")
-    for number in range(1, len(CELLS) + 1):
+    run_first_cell(page)  # again if the kernel was still connecting
+    for number in range(2, len(CELLS) + 1):
         page.keyboard.press("Shift+Enter")
         prompt = page.locator(".jp-InputPrompt", has_text=f"[{number}]")
         expect(prompt).to_have_count(1, timeout=60_000)
@@ -274,4 +274,44 @@ def test_timeline_history_and_gauges(lab):  # type: ignore[no-untyped-def]
         page.evaluate(
             "window.jupyterapp.commands.execute('apputils:change-theme', "
             "{theme: 'JupyterLab Light'})"
+        )
+        page.wait_for_selector("body[data-jp-theme-light='true']", state="attached")
+
+        # Restart & restore, in short: how many came back, and where the time went
+        row = sidebar.locator(".vram-magic-kernel").first
+        row.locator('[data-action="restart"]').click()
+        headline = row.locator(".vram-magic-result-headline")
+        expect(headline).to_have_text(
+            re.compile(r"^Restarted: \d+ of \d+ variables back$"), timeout=120_000
+        )
+        expect(row.locator(".vram-magic-result-text")).to_contain_text("imports")
+        sidebar.screenshot(path=str(ARTIFACTS / "readme-sidebar-restored.png"))
+
+
+@pytest.fixture(scope="module")
+def notebook7(tmp_path_factory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("timeline-notebook7")
+    write_notebook(root / "session.ipynb", CELLS[:6])
+    private = tmp_path_factory.mktemp("timeline-notebook7-private")
+    with fake_gpu_server(root, private, app="notebook", recording="h200_recorded") as (server, _):
+        yield server
+
+
+def test_the_timeline_in_notebook7(notebook7):  # type: ignore[no-untyped-def]
+    """The same widget in Notebook 7: the anywidget front end loads there too."""
+    with browser_page(notebook7, "notebooks/session.ipynb", "timeline-notebook7-failure") as page:
+        run_first_cell(page, NOTEBOOK7_IDLE)
+        for number in range(2, 7):
+            page.keyboard.press("Shift+Enter")
+            expect(page.locator(".jp-InputPrompt", has_text=f"[{number}]")).to_have_count(
+                1, timeout=60_000
+            )
+        page.wait_for_timeout(1500)
+        expect(page.locator(".vram-magic-timeline-chart")).to_have_count(2)
+        host = marks(page, "host")
+        assert {3, 4, 5, 6} <= set(host), host
+        rise = re.search(r"\(\+(\d+(?:\.\d+)?) MiB\)", host[ALLOCATING_CELL]["title"])
+        assert rise and float(rise.group(1)) >= 200
+        page.locator(".widget-vbox").first.screenshot(
+            path=str(ARTIFACTS / "notebook7-timeline.png")
         )

@@ -157,7 +157,7 @@ function legendHtml(series, kinds) {
 }
 
 const STYLE = `
-.vram-magic-timeline { font-size: 11px; color: var(--jp-ui-font-color1, currentColor); margin: 0.4em 0; }
+.vram-magic-timeline { font-size: 11px; color: var(--jp-ui-font-color1, currentColor); margin: 0.4em 0; contain: content; }
 .vram-magic-timeline-title { margin: 0.3em 0 0 0; white-space: nowrap; }
 .vram-magic-timeline svg { display: block; overflow: visible; }
 .vram-magic-timeline .grid { stroke: var(--jp-border-color2, #8884); stroke-width: 1; }

@@ -70,7 +70,9 @@ def gauges_html(report: Report, interval: float) -> str:
         else ""
     )
     grid = f'<div class="vram-magic-gauges" {_GRID}>{"".join(rows)}</div>'
-    return f'<div class="vram-magic-live">{title}{problem}{grid}{legends}</div>'
+    # contained: a redraw twice a second lays out and paints this box, not the notebook
+    body = f"{title}{problem}{grid}{legends}"
+    return f'<div class="vram-magic-live" style="contain:content">{body}</div>'
 
 
 def holders_html(census: Census) -> str:
