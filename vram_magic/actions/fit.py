@@ -108,6 +108,7 @@ class Meter:
     reset: Callable[[], None]
     room: Callable[[], int | None]
     device: str
+    exact: bool = False  # grows by the live storages a traced step counts (no allocator rounding)
 
 
 BLIND = Meter(lambda: 0, lambda: None, lambda: None, lambda: None, "cpu")
@@ -209,7 +210,9 @@ def fit(
     probing = bool(probes)
     predicted = None
     if target.predict is not None and room is not None and not cached and not probing:
-        predicted = target.predict(int(room * (1 - headroom)))
+        # where the meter counts what a trace counts, the whole room is the budget; an
+        # allocator's reserved memory rounds and fragments, so the headroom stays
+        predicted = target.predict(room if meter.exact else int(room * (1 - headroom)))
         if predicted is not None:
             start = predicted.size or search.snap(1)
             above = [s for s in (target.allowed or [start + 1]) if s > start]
@@ -295,6 +298,7 @@ def torch_meter() -> Meter:
             reset,
             lambda: budget.limit - budget.used,
             "cpu",
+            exact=True,
         )
     return BLIND
 

@@ -140,6 +140,7 @@ def _trainer_step(trainer: Any, effective: int | None) -> Callable[[], StepSetup
             loss_of,
             micro_batches=lambda size: 2 if effective and effective // size > 1 else 1,
             autocast=mixed,
+            first_step=args.max_steps == 1,  # its moments come after its last backward
             weights=lambda: weight_tensors(model),
         )
 

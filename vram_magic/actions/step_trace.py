@@ -13,10 +13,11 @@ the highest total with what it was made of:
 - ``activations``: storages autograd saved for the backward pass;
 - ``other``: the batch, outputs, gradients on their way, temporaries.
 
-A training step is traced as a loop's second step sees it: the optimizer state is there
-already, the outputs are dropped once the loss is taken (as ``Trainer.training_step`` does),
-then backward, the optimizer step and ``zero_grad(set_to_none=True)``. With two micro-batches a
-second forward and backward runs over the first one's gradients (gradient accumulation).
+A training step is traced as a loop's second step sees it (unless ``first_step``: a training
+of one step): the optimizer state is there already, the outputs are dropped once the loss is
+taken (as ``Trainer.training_step`` does), then backward, the optimizer step and
+``zero_grad(set_to_none=True)``. With two micro-batches a second forward and backward runs over
+the first one's gradients (gradient accumulation).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class StepSetup:
     loss: Callable[[Any], Any]
     micro_batches: Callable[[int], int] = lambda size: 1  # forward+backward passes per step
     autocast: Any | None = None  # a torch.autocast context for the forward, or None
+    first_step: bool = False  # each traced step is a training's first: no optimizer state yet
     weights: Callable[[], Iterator[Any]] = field(default=lambda: iter(()))
 
 
@@ -139,6 +141,8 @@ def tracing(build: Callable[[], StepSetup]) -> Iterator[Callable[[int], StepPeak
 
     def peak_at(size: int) -> StepPeak:
         with _as_trace_error():
+            if setup.first_step and setup.optimizer is not None:
+                setup.optimizer.state.clear()  # made afresh by this step, as a first step does
             inputs = setup.batch(size)
             ledger.restart()
             _run_step(setup, inputs, setup.micro_batches(size))
@@ -149,7 +153,7 @@ def tracing(build: Callable[[], StepSetup]) -> Iterator[Callable[[int], StepPeak
         with _as_trace_error():
             setup = build()
             _note_kinds(setup, ledger)
-            if setup.optimizer is not None:
+            if setup.optimizer is not None and not setup.first_step:
                 _run_step(setup, setup.batch(1), 1)  # the optimizer's state, as a loop's step 1
                 _note_kinds(setup, ledger)
         with torch.autograd.graph.saved_tensors_hooks(
