@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
+from vram_magic import api
 from vram_magic.render.units import format_bytes
 from vram_magic.server.kernel_call import KernelCallError, evaluate
 from vram_magic.server.sample import KernelSample, Sample
@@ -21,6 +23,9 @@ from vram_magic.server.sample import KernelSample, Sample
 SNAPSHOT_TIMEOUT = 1800.0  # many GB of tensors
 REMOTE = "__import__('vram_magic.ipython.remote', fromlist=['_'])"
 IDLE = {"idle", "starting"}  # between cells (a kernel never connected to stays "starting")
+
+
+SETTLE = 2.0  # seconds for the kernel's idle state to follow the snapshot's reply
 
 
 class IdleCuller:
@@ -75,6 +80,10 @@ class IdleCuller:
                 error,
             )
             return
+        if not await self._settles(running):  # a cell came in behind the snapshot
+            api.delete_snapshot(snapshot["id"])
+            log.info("vram_magic: %s stays up: it ran a cell during its snapshot", what)
+            return
         await manager.shutdown_kernel(kernel.id)
         log.info(
             "vram_magic: %s idle for %.0f s gave back %s: shut down, its variables wait in "
@@ -84,3 +93,14 @@ class IdleCuller:
             format_bytes(kernel.nbytes),
             snapshot["id"],
         )
+
+    @staticmethod
+    async def _settles(kernel: Any) -> bool:
+        """Whether the kernel is idle again within ``SETTLE`` seconds of the snapshot (its
+        state follows status messages, which may trail the reply)."""
+        deadline = time.monotonic() + SETTLE
+        while getattr(kernel, "execution_state", "unknown") not in IDLE:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True

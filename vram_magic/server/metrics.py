@@ -151,7 +151,7 @@ class VramMetrics:
         self._text = ""
         self._peaks: dict[tuple[str, str], int] = {}
         # its own, yielding the GIL between lookups: only the worker thread uses it
-        self._directory = ProcessDirectory(pause=0.0001)
+        self._directory = ProcessDirectory(ttl=60.0, pause=0.0001)
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="vram_magic-metrics")
         self._task: asyncio.Task | None = None
 

@@ -9,6 +9,7 @@ which dominates a request, so they are cached per PID for ``ttl`` seconds.
 from __future__ import annotations
 
 import os
+import random
 import time
 from dataclasses import dataclass
 
@@ -30,7 +31,8 @@ class ProcessFacts:
 
 class ProcessDirectory:
     """``pause``: seconds to sleep after each look in /proc, so that a worker thread looking up
-    hundreds of PIDs lets the event loop's thread have the GIL in between."""
+    hundreds of PIDs lets the event loop's thread have the GIL in between. Each PID is looked
+    up again after ``ttl`` seconds, give or take a quarter, so that not all at once."""
 
     def __init__(self, ttl: float = 10.0, pause: float = 0.0) -> None:
         self.ttl = ttl
@@ -41,14 +43,14 @@ class ProcessDirectory:
     def facts(self, pid: int) -> ProcessFacts:
         now = time.monotonic()
         cached = self._facts.get(pid)
-        if cached is not None and now - cached[0] < self.ttl:
+        if cached is not None and now < cached[0]:
             return cached[1]
         found = self._look_up(pid)
-        self._facts[pid] = (now, found)
+        self._facts[pid] = (now + self.ttl * random.uniform(0.75, 1.25), found)
         if self.pause:
             time.sleep(self.pause)
         if len(self._facts) > 4096:  # forget PIDs long gone
-            self._facts = {p: f for p, f in self._facts.items() if now - f[0] < self.ttl}
+            self._facts = {p: f for p, f in self._facts.items() if now < f[0]}
         return found
 
     def kernel_of(self, pid: int, kernel_pids: dict[int, str]) -> str | None:

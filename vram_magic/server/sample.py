@@ -10,7 +10,9 @@ from __future__ import annotations
 import getpass
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from vram_magic.readings.machine import read_machine
 from vram_magic.server.kernels import with_status
@@ -22,6 +24,8 @@ from vram_magic.server.usage import (
     kernels_json,
     own_status,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -79,14 +83,12 @@ def take_sample(kernels: list[KernelFacts], directory: ProcessDirectory) -> Samp
     pauses as often as ``directory`` does, see ``ProcessDirectory``)."""
     started = time.perf_counter()
     now = time.time()
-    facts = []
-    for index, kernel in enumerate(kernels):
-        facts.append(with_status(kernel))
-        if directory.pause and index % 10 == 9:
-            time.sleep(directory.pause)
+    facts = [with_status(kernel) for kernel in _pausing(kernels, directory.pause)]
     machine = read_machine()
     rows = {row["id"]: row for row in kernels_json(machine, facts, directory)["kernels"]}
-    samples = tuple(_kernel_sample(k, rows[k.id], directory, now) for k in facts)
+    samples = tuple(
+        _kernel_sample(k, rows[k.id], directory, now) for k in _pausing(facts, directory.pause)
+    )
     gpus = tuple(
         GpuSample(
             uuid=gpu["uuid"],
@@ -101,6 +103,14 @@ def take_sample(kernels: list[KernelFacts], directory: ProcessDirectory) -> Samp
         if gpu["uuid"]
     )
     return Sample(now, time.perf_counter() - started, samples, gpus)
+
+
+def _pausing(items: list[T], pause: float, every: int = 10) -> Iterator[T]:
+    """``items``, sleeping ``pause`` seconds after every ``every`` of them (GIL for the loop)."""
+    for index, item in enumerate(items):
+        yield item
+        if pause and index % every == every - 1:
+            time.sleep(pause)
 
 
 def _kernel_sample(
