@@ -74,7 +74,7 @@ class LivePanel:
 
     def update(self, report: Report) -> None:
         """Called from the sampler thread with each reading."""
-        self.gauges.value = gauges_html(report, self._sampler.interval)
+        self.gauges.value = gauges_html(report, self._sampler.interval, stamped=False)
         self.timeline.add_sample(report)
 
     def cell_started(self, source: str, started_at: float) -> None:
@@ -118,6 +118,8 @@ class LivePanel:
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = self.widget._repr_mimebundle_(**kwargs)
-        snapshot = self.gauges.value + self.holders.value + self.chart.value
+        latest = self._sampler.latest
+        gauges = gauges_html(latest, self._sampler.interval) if latest else self.gauges.value
+        snapshot = gauges + self.holders.value + self.chart.value
         bundle["text/html"] = f'<div class="vram-magic-snapshot">{snapshot}</div>'
         return bundle

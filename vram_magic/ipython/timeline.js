@@ -159,7 +159,7 @@ function legendHtml(series, kinds) {
 const STYLE = `
 .vram-magic-timeline { font-size: 11px; color: var(--jp-ui-font-color1, currentColor); margin: 0.4em 0; contain: content; }
 .vram-magic-timeline-title { margin: 0.3em 0 0 0; white-space: nowrap; }
-.vram-magic-timeline svg { display: block; overflow: visible; }
+.vram-magic-timeline svg { display: block; overflow: visible; shape-rendering: optimizeSpeed; }
 .vram-magic-timeline .grid { stroke: var(--jp-border-color2, #8884); stroke-width: 1; }
 .vram-magic-timeline .axis, .vram-magic-timeline .label { fill: var(--jp-ui-font-color1, currentColor); font-size: 10px; }
 .vram-magic-timeline .area { opacity: 0.85; }
@@ -187,8 +187,10 @@ function render({ model, el }) {
   const style = document.createElement('style');
   style.textContent = STYLE;
   const charts = document.createElement('div');
+  const legend = document.createElement('div');
   el.append(style, root);
-  root.append(charts);
+  root.append(charts, legend);
+  let legendFor = '';
   let firstAt = null;
   let scheduled = false;
 
@@ -210,7 +212,11 @@ function render({ model, el }) {
     const latest = samples[samples.length - 1];
     const kinds = [...new Set(latest.charts.map(c => c.kind))];
     const html = latest.charts.map(c => chartSvg(c.id, samples, cells, series[c.kind], now, span, width));
-    charts.innerHTML = html.join('') + legendHtml(series, kinds);
+    charts.innerHTML = html.join('');
+    if (kinds.join() !== legendFor) {
+      legendFor = kinds.join(); // the legend changes only with the kinds of chart
+      legend.innerHTML = legendHtml(series, kinds);
+    }
   }
 
   // at most one drawing per animation frame, and none while the tab is hidden

@@ -36,8 +36,10 @@ def _used_of(used: int | None, total: int | None) -> str:
     return f"{format_bytes(used)} / {format_bytes(total)}"
 
 
-def gauges_html(report: Report, interval: float) -> str:
-    """One gauge per GPU and one for host RAM; ``data-*`` attributes carry the integer bytes."""
+def gauges_html(report: Report, interval: float, stamped: bool = True) -> str:
+    """One gauge per GPU and one for host RAM; ``data-*`` attributes carry the integer bytes.
+    The live panel leaves out the time of the reading (``stamped=False``): its timeline shows
+    it, and the gauges' HTML then changes, and is sent and redrawn, only when a figure does."""
     rows = []
     for device in report.devices:
         label = escape(f"{device_label(device)} {device.name or ''}")
@@ -60,9 +62,8 @@ def gauges_html(report: Report, interval: float) -> str:
         f"{_used_of(host_used, host.total)} (this kernel {format_bytes(host.process_rss)})"
         "</span></div>"
     )
-    tenths = int(report.taken_at * 10) % 10
-    stamp = time.strftime("%H:%M:%S", time.localtime(report.taken_at)) + f".{tenths}"
-    title = f"<strong>VRAM</strong> · {stamp} · every {interval:g} s"
+    stamp = time.strftime(" · %H:%M:%S", time.localtime(report.taken_at)) if stamped else ""
+    title = f"<strong>VRAM</strong>{stamp} · every {interval:g} s"
     legends = (legend(DEVICE_SEGMENTS) if report.devices else "") + legend(HOST_SEGMENTS)
     problem = (
         f'<div class="vram-magic-no-gpu">{escape(report.gpu_problem)}</div>'
