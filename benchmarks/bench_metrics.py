@@ -7,7 +7,9 @@ it is scraped; exits 1 on a miss.
 A real Jupyter server runs real kernels, each with vram_magic loaded (its status file is read
 at every collection); its NVML is the test suite's fake, answering with 8 GPUs of 50 processes,
 the kernels' PIDs among them. Scrapes run back to back while a second thread asks for
-``/api/status`` every 10 ms; the same probe runs first without scrapes, as the machine's floor.
+``/api/status`` every 10 ms; the same probe then runs as long again without scrapes, as the
+floor. The probe's target is 20 ms; where the floor's own maximum is higher (a shared machine,
+200 kernels on 2 cores), scrapes must add nothing above it, and the row says so.
 """
 
 from __future__ import annotations
@@ -95,7 +97,6 @@ def main() -> int:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(1)
-            floor = probe_while(server, lambda: time.sleep(3))
             timings: list[float] = []
 
             def scrape() -> None:
@@ -103,7 +104,10 @@ def main() -> int:
                     timings.append(seconds(lambda: fetch(server, "metrics")) * 1000)
                     time.sleep(0.05)
 
+            started = time.perf_counter()
             during = probe_while(server, scrape)
+            lasted = time.perf_counter() - started
+            floor = probe_while(server, lambda: time.sleep(lasted))
             text = fetch(server, "metrics").decode()
             server.process.terminate()  # its kernels' shutdown takes a while at 200
             server.process.wait(timeout=60 + kernels)
@@ -122,20 +126,27 @@ def main() -> int:
         ["GET /metrics, median", f"{median(timings):.2f}", f"{METRICS_MS:g}", "  " + lighter]
     )
     table.print_row(["GET /metrics, max", f"{max(timings):.2f}", "-", ""])
-    table.print_row(["/api/status while scraped, max", f"{max(during):.2f}", f"{PROBE_MS:g}", ""])
+    allowed = max(PROBE_MS, max(floor))
+    noisy = f"  the floor's max ({max(floor):.0f} ms) exceeds 20" if allowed > PROBE_MS else ""
+    table.print_row(
+        ["/api/status while scraped, max", f"{max(during):.2f}", f"{allowed:.0f}", noisy]
+    )
     table.print_row(["/api/status while scraped, median", f"{median(during):.2f}", "-", ""])
     table.print_row(["/api/status, no scrapes, max", f"{max(floor):.2f}", "-", "  the floor"])
+    table.print_row(["/api/status, no scrapes, median", f"{median(floor):.2f}", "-", ""])
     table.print_row(["one collection (worker thread)", f"{collection * 1000:.2f}", "-", ""])
     results = [
         {"measure": "metrics_median_ms", "value": median(timings), "target": METRICS_MS},
         {"measure": "probe_max_ms", "value": max(during), "target": PROBE_MS},
         {"measure": "probe_floor_max_ms", "value": max(floor)},
+        {"measure": "probe_floor_median_ms", "value": median(floor)},
+        {"measure": "probe_median_ms", "value": median(during)},
         {"measure": "collection_ms", "value": collection * 1000},
     ]
     missed = []
     if median(timings) > METRICS_MS:
         missed.append("/metrics latency")
-    if max(during) > PROBE_MS:
+    if max(during) > allowed:
         missed.append("/api/status waited while /metrics was scraped")
     if seen != kernels:
         missed.append(f"only {seen} of {kernels} kernels in the series")
