@@ -217,3 +217,16 @@ def test_reasons_for_what_cannot_be_saved(tmp_path):
     assert unsavable_reason(closed) == f"closed file '{path}'"
     assert unsavable_reason(io.BytesIO(b"data")) is None  # in memory: pickled with its bytes
     assert unsavable_reason(loader) is None  # the loader itself is saved
+
+
+def test_a_restore_says_where_its_time_went(notebook):
+    """Imports (the notebook's ``import`` lines, and the modules its pickled classes live in)
+    apart from the tensors' bytes: what the sidebar's Restart & restore summary shows."""
+    notebook.user_ns["colorsys"] = __import__("colorsys")
+    saved = run(notebook, "%vram snapshot").data
+    sys.modules.pop("colorsys")  # imported again by the restore
+    back = vram_magic.restore(saved.id)
+    assert "colorsys" in sys.modules and "colorsys" in {s.name for s in back.restored}
+    assert back.import_seconds > 0 and back.tensor_seconds > 0
+    assert back.import_seconds + back.tensor_seconds <= back.seconds
+    notebook.user_ns.pop("colorsys")

@@ -31,8 +31,7 @@ from lab_server import (
 )
 
 skip_without_chromium()
-playwright = pytest.importorskip("playwright.sync_api")
-expect = playwright.expect
+expect = pytest.importorskip("playwright.sync_api").expect
 pytestmark = pytest.mark.browser
 
 TESTS = Path(__file__).parent
