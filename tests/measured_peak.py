@@ -145,14 +145,26 @@ def profiled_peak(build: Callable[[], RealStep]) -> int:
     """Bytes live at the highest point of two steps on the CPU, from the profiler's allocator
     events: a running sum over every allocation and free since before ``build`` made the model
     (so the model, optimizer and batch are in it), its highest value once the steps began."""
+
+    def steps(prepared: list[RealStep]) -> None:
+        run_steps(prepared.pop())
+
+    return profiled(steps, build)
+
+
+def profiled(run: Callable[[Any], Any], prepare: Callable[[], Any] = lambda: None) -> int:
+    """Bytes live at the highest point of ``run(prepare())`` on the CPU, above what was live
+    before ``prepare`` (its allocations count, its peak does not), from the profiler's
+    allocator events. ``run`` takes a list holding what ``prepare`` made, so that it can let
+    go of it."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     gc.collect()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step = build()
+        prepared = [prepare()]
         with record_function(STEPS):
-            run_steps(step)
-        del step
+            run(prepared)
+        del prepared
     events = prof.profiler.kineto_results.events()
     mark = min(e.start_ns() for e in events if e.name() == STEPS)
     live = peak = 0

@@ -29,6 +29,7 @@ from vram_magic.actions.step_setup import (
     model_class,
     positions,
     quantized_modules,
+    step_dtype,
 )
 from vram_magic.actions.step_trace import StepPeak, TraceError, trace_steps
 
@@ -233,7 +234,7 @@ def estimate(
         "int8": quantizable + int8_scales + 2 * rest + buffers16,
         "nf4": nf4_packed + nf4_absmax + 2 * rest + buffers16,
     }
-    stored = DTYPES[dtype] if dtype else ("bfloat16" if train in ("lora", "qlora") else "float32")
+    stored = step_dtype(config, train, dtype)
     state = _STATE_BYTES.get(train)
     training = None if state is None else weights["float32"] + params * sum(state)
     traced = _traced(config, batch, seq, train, dtype, checkpointing)

@@ -18,6 +18,7 @@ import bisect
 import inspect
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from vram_magic.actions.fit import Prediction
@@ -105,46 +106,74 @@ def _shaped(example: dict[str, Any], device: Any) -> Callable[[int], dict[str, A
     return batch
 
 
-def _trainer_step(trainer: Any, effective: int | None) -> Callable[[], StepSetup]:
-    """A builder of the step ``trainer.train()`` runs at each size (inside the fake mode)."""
-    import torch
-    from torch.utils._python_dispatch import _disable_current_modes
+@dataclass(frozen=True)
+class Variant:
+    """A change to what ``train()`` would run, to trace what it saves: gradient checkpointing,
+    bf16 mixed precision, bitsandbytes' 8-bit AdamW (None: as the Trainer's arguments say)."""
 
-    args = trainer.args
-    example = _collated(trainer, args.per_device_train_batch_size)
-    device = next(trainer.model.parameters()).device
+    checkpointing: bool | None = None
+    bf16: bool | None = None
+    adamw8bit: bool = False
 
-    def build() -> StepSetup:
+
+class TrainerStep:
+    """The step ``trainer.train()`` runs at each size, with ``variant``: called inside the
+    fake mode, it builds the StepSetup; its batches and micro-batches serve other builds too."""
+
+    def __init__(self, trainer: Any, effective: int | None, variant: Variant = Variant()) -> None:
+        args = trainer.args
+        self.trainer, self.effective, self.variant = trainer, effective, variant
+        self.example = _collated(trainer, args.per_device_train_batch_size)
+        self.device = next(trainer.model.parameters()).device
+        self.batch = _shaped(self.example, self.device)
+        self.first_step = args.max_steps == 1  # its moments come after its last backward
+
+    def micro_batches(self, size: int) -> int:
+        return 2 if self.effective and self.effective // size > 1 else 1
+
+    def __call__(self) -> StepSetup:
+        import torch
+
+        trainer, args, variant = self.trainer, self.trainer.args, self.variant
         model = fake_copy(trainer.model)
         model.train()
-        if args.gradient_checkpointing:
+        if args.gradient_checkpointing or variant.checkpointing:
             model.gradient_checkpointing_enable(args.gradient_checkpointing_kwargs)
+        bf16 = args.bf16 if variant.bf16 is None else variant.bf16
+        precision = torch.bfloat16 if bf16 else torch.float16 if args.fp16 else None
+        mixed = torch.autocast(self.device.type, dtype=precision) if precision else None
+        return StepSetup(
+            model,
+            self._optimizer(model),
+            self.batch,
+            loss_of,
+            micro_batches=self.micro_batches,
+            autocast=mixed,
+            first_step=self.first_step,
+            weights=lambda: weight_tensors(model),
+        )
+
+    def _optimizer(self, model: Any) -> Any:
+        """The optimizer ``train()`` would make (the Trainer's own class where it has one)."""
+        import torch
+        from torch.utils._python_dispatch import _disable_current_modes
+
+        trainer = self.trainer
         trainable = [p for p in model.parameters() if p.requires_grad]
         given = trainer.optimizer
         while isinstance(getattr(given, "optimizer", None), torch.optim.Optimizer):
             given = given.optimizer  # accelerate's AcceleratedOptimizer wraps the real one
         with _disable_current_modes():  # optimizers may compute real constants as they start
+            if self.variant.adamw8bit:
+                import bitsandbytes
+
+                return bitsandbytes.optim.AdamW8bit(trainable)
             if given is not None:
                 takes = inspect.signature(type(given)).parameters
                 options = {k: v for k, v in given.defaults.items() if k in takes}
-                optimizer = type(given)(trainable, **options)
-            else:
-                optimizer_class, options = trainer.get_optimizer_cls_and_kwargs(args, model)
-                optimizer = optimizer_class(trainable, **options)
-        precision = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
-        mixed = torch.autocast(device.type, dtype=precision) if precision is not None else None
-        return StepSetup(
-            model,
-            optimizer,
-            _shaped(example, device),
-            loss_of,
-            micro_batches=lambda size: 2 if effective and effective // size > 1 else 1,
-            autocast=mixed,
-            first_step=args.max_steps == 1,  # its moments come after its last backward
-            weights=lambda: weight_tensors(model),
-        )
-
-    return build
+                return type(given)(trainable, **options)
+            optimizer_class, options = trainer.get_optimizer_cls_and_kwargs(trainer.args, model)
+            return optimizer_class(trainable, **options)
 
 
 def predict_trainer(
@@ -157,7 +186,7 @@ def predict_trainer(
         began = time.perf_counter()
         sizes = allowed or list(range(1, _largest_rows(trainer) + 1))
         try:
-            with outside_budget(), tracing(_trainer_step(trainer, effective)) as peak_at:
+            with outside_budget(), tracing(TrainerStep(trainer, effective)) as peak_at:
 
                 def need(size: int) -> int:
                     peak = peak_at(size)

@@ -91,6 +91,7 @@ class Fix:
     layers: int | None = None  # gradient checkpointing keeps one of these layers' activations
     percent: int | None = None  # a batch at most this share of the failed one (nothing names it)
     prompts: int | None = None  # generate on this many prompts per call
+    traced: bool = False  # the bytes saved come from traced steps, not from an estimate
 
 
 @dataclass(frozen=True)

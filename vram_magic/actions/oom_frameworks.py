@@ -270,6 +270,11 @@ def _checkpointing(model: Any) -> bool:
 
 
 def _train_fixes(trainer: Any, measured: Measured) -> list[Fix]:
+    from vram_magic.actions.oom_traced import traced_train_fixes
+
+    traced = traced_train_fixes(trainer, measured.room)
+    if traced is not None:
+        return traced
     torch = sys.modules["torch"]
     args, model = trainer.args, trainer.model
     trainable = [p for p in model.parameters() if p.requires_grad]

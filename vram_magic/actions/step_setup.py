@@ -70,12 +70,23 @@ def torch_dtype(name: str) -> Any:
     return getattr(torch, DTYPES[name])
 
 
+def step_dtype(config: Any, train: str, dtype: str | None) -> str:
+    """The weights' dtype a step runs with: ``dtype`` if given; else bfloat16 under the adapters
+    of lora and qlora (their usual base); else the config's own, or float32."""
+    if dtype is not None:
+        return DTYPES[dtype]
+    if train in ("lora", "qlora"):
+        return "bfloat16"
+    return (_config_dtype(config) if config is not None else None) or "float32"
+
+
 def quantized_modules(model: Any) -> list[tuple[Any, str, Any]]:
     """(parent, attribute, layer) for each layer transformers' bitsandbytes integration converts
-    to 8 or 4 bits: Linear layers and GPT-2's Conv1D, not the output head nor layers whose
-    weight is tied to another (those stay 16-bit)."""
+    to 8 or 4 bits: Linear layers and GPT-2's Conv1D, not the output head, layers whose weight
+    is tied to another, nor those the model keeps in float32 (T5's ``wo``)."""
     import torch
 
+    kept = list(getattr(model, "_keep_in_fp32_modules", None) or ())
     uses: dict[int, int] = {}
     for _, parameter in model.named_parameters(remove_duplicate=False):
         uses[id(parameter)] = uses.get(id(parameter), 0) + 1
@@ -86,9 +97,21 @@ def quantized_modules(model: Any) -> list[tuple[Any, str, Any]]:
             weight = getattr(layer, "weight", None)
             untied = weight is not None and uses.get(id(weight), 0) == 1
             path = f"{parent_name}.{name}" if parent_name else name
-            if convertible and untied and not path.endswith("lm_head"):
+            if convertible and untied and not path.endswith("lm_head") and _converts(path, kept):
                 found.append((parent, name, layer))
     return found
+
+
+def _converts(path: str, kept: list[str]) -> bool:
+    """transformers' own rule where it has one: a kept pattern matches from the start up to a
+    module boundary, as a regular expression, or as a suffix."""
+    if not kept:
+        return True
+    try:
+        from transformers.quantizers.quantizers_utils import should_convert_module
+    except ImportError:
+        return not any(path.endswith(pattern) for pattern in kept)
+    return bool(should_convert_module(path, kept))
 
 
 def weight_tensors(model: Any) -> Iterator[Any]:
@@ -223,8 +246,7 @@ def from_config(
         import torch
         from torch.utils._python_dispatch import _disable_current_modes
 
-        default = "bfloat16" if train in ("lora", "qlora") else "float32"
-        chosen = torch_dtype(dtype or _config_dtype(config) or default)
+        chosen = torch_dtype(step_dtype(config, train, dtype))
         # built and converted on the meta device, outside the fake mode: peft and bitsandbytes
         # move and convert tensors in ways fake tensors refuse
         with _disable_current_modes(), torch.device("meta"):

@@ -23,6 +23,7 @@ the first one's gradients (gradient accumulation).
 from __future__ import annotations
 
 import contextlib
+import logging
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -138,6 +139,10 @@ def tracing(build: Callable[[], StepSetup]) -> Iterator[Callable[[int], StepPeak
     from torch.utils._python_dispatch import _disable_current_modes
 
     ledger = _ledger_mode()
+    # an op that cannot run on fake tensors is logged with its traceback by the fake mode before
+    # it raises; the caller hears of it as one TraceError
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    level = logger.level
 
     def peak_at(size: int) -> StepPeak:
         with _as_trace_error():
@@ -149,17 +154,21 @@ def tracing(build: Callable[[], StepSetup]) -> Iterator[Callable[[int], StepPeak
             del inputs
             return StepPeak(size, ledger.peak, dict(ledger.peak_parts))
 
-    with _disable_current_modes(), FakeTensorMode(allow_non_fake_inputs=True), ledger:
-        with _as_trace_error():
-            setup = build()
-            _note_kinds(setup, ledger)
-            if setup.optimizer is not None and not setup.first_step:
-                _run_step(setup, setup.batch(1), 1)  # the optimizer's state, as a loop's step 1
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with _disable_current_modes(), FakeTensorMode(allow_non_fake_inputs=True), ledger:
+            with _as_trace_error():
+                setup = build()
                 _note_kinds(setup, ledger)
-        with torch.autograd.graph.saved_tensors_hooks(
-            lambda saved: (ledger.note(saved, "activations"), saved)[1], lambda saved: saved
-        ):
-            yield peak_at
+                if setup.optimizer is not None and not setup.first_step:
+                    _run_step(setup, setup.batch(1), 1)  # the optimizer's state, as step 1
+                    _note_kinds(setup, ledger)
+            with torch.autograd.graph.saved_tensors_hooks(
+                lambda saved: (ledger.note(saved, "activations"), saved)[1], lambda saved: saved
+            ):
+                yield peak_at
+    finally:
+        logger.setLevel(level)
 
 
 def trace_steps(build: Callable[[], StepSetup], sizes: Sequence[int]) -> list[StepPeak]:

@@ -59,6 +59,10 @@ def _device_line(device: DeviceReading) -> str:
 _WHY = {
     "8-bit optimizer": "Adam's two moments in 8 bits (bitsandbytes): 2 bytes a parameter, not 8",
     "bf16 mixed precision": "activations in bf16 take half, less a bf16 copy of the weights",
+    "LoRA adapters (peft)": (
+        "model = peft.get_peft_model(model, peft.LoraConfig(task_type=...)) before the Trainer: "
+        "only the adapters train, so no gradients or optimizer state for the rest"
+    ),
 }
 
 
@@ -96,6 +100,8 @@ def _how(fix: Fix) -> str:
         )
     if fix.action in _WHY:
         parts.append(_WHY[fix.action])
+    if fix.traced:
+        parts.append("traced: this model's step on fake tensors, beside the one that failed")
     if fix.fit:
         parts.append(_fit_hint(fix))
     return "; ".join(parts)
