@@ -101,9 +101,10 @@ def real_train_peak(shell, lora: bool = False, **arguments) -> int:
 def test_a_trainer_gets_its_own_arguments_and_a_batch_that_fits(notebook, reports, capsys):
     """Each fix's bytes are traced (this model's step on fake tensors beside the one that
     failed): the suggested batch fits and twice it does not, and what gradient checkpointing
-    and LoRA save equals what real trainings with them save. bf16 is compared in a fresh
-    process only (bench_estimate's neighbours): in this one, after the out-of-memory error, a
-    bf16 Trainer peaks as high as a float32 one, with or without the traced fixes."""
+    and LoRA save equals what real trainings with them save. bf16 is only checked to save
+    something: in this process, after the out-of-memory error, a real bf16 Trainer peaks as
+    high as a float32 one, with or without the traced fixes (a fresh process saves what the
+    trace says)."""
     shell, names = notebook
     names += ["model", "data", "trainer"]
     setup = run(
