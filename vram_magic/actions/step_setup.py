@@ -82,8 +82,9 @@ def step_dtype(config: Any, train: str, dtype: str | None) -> str:
 
 def quantized_modules(model: Any) -> list[tuple[Any, str, Any]]:
     """(parent, attribute, layer) for each layer transformers' bitsandbytes integration converts
-    to 8 or 4 bits: Linear layers and GPT-2's Conv1D, not the output head, layers whose weight
-    is tied to another, nor those the model keeps in float32 (T5's ``wo``)."""
+    to 8 or 4 bits (parent None: the model is such a layer itself): Linear layers and GPT-2's
+    Conv1D, not the output head, layers whose weight is tied to another, nor those the model
+    keeps in float32 (T5's ``wo``)."""
     import torch
 
     kept = list(getattr(model, "_keep_in_fp32_modules", None) or ())
@@ -91,14 +92,14 @@ def quantized_modules(model: Any) -> list[tuple[Any, str, Any]]:
     for _, parameter in model.named_parameters(remove_duplicate=False):
         uses[id(parameter)] = uses.get(id(parameter), 0) + 1
     found = []
-    for parent_name, parent in model.named_modules():
-        for name, layer in parent.named_children():
-            convertible = isinstance(layer, torch.nn.Linear) or type(layer).__name__ == "Conv1D"
-            weight = getattr(layer, "weight", None)
-            untied = weight is not None and uses.get(id(weight), 0) == 1
-            path = f"{parent_name}.{name}" if parent_name else name
-            if convertible and untied and not path.endswith("lm_head") and _converts(path, kept):
-                found.append((parent, name, layer))
+    modules = dict(model.named_modules())
+    for path, layer in modules.items():
+        convertible = isinstance(layer, torch.nn.Linear) or type(layer).__name__ == "Conv1D"
+        weight = getattr(layer, "weight", None)
+        untied = weight is not None and uses.get(id(weight), 0) == 1
+        if convertible and untied and not path.endswith("lm_head") and _converts(path, kept):
+            parent, _, name = path.rpartition(".")
+            found.append((modules[parent] if path else None, name, layer))
     return found
 
 

@@ -100,8 +100,6 @@ def _how(fix: Fix) -> str:
         )
     if fix.action in _WHY:
         parts.append(_WHY[fix.action])
-    if fix.traced:
-        parts.append("traced: this model's step on fake tensors, beside the one that failed")
     if fix.fit:
         parts.append(_fit_hint(fix))
     return "; ".join(parts)
@@ -123,6 +121,11 @@ def _measure_lines(report: OomReport) -> list[str]:
             )
         basis += f" and 1/{measured.layers or 1} more for the backward pass (a layer's gradients)"
         lines.append(f"the step's activations ≈ {format_bytes(measured.activations)}: {basis}")
+    if any(fix.traced for fix in report.fixes):
+        lines.append(
+            "the Trainer's fixes are traced: this model's step with each, run on fake tensors "
+            "(nothing allocated), beside the step that failed"
+        )
     if measured.kept:
         lines.append(f"what the failed cell bound still holds {format_bytes(measured.kept)}")
     if measured.room is not None:
