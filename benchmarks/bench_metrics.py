@@ -109,6 +109,10 @@ def main() -> int:
             lasted = time.perf_counter() - started
             floor = probe_while(server, lambda: time.sleep(lasted))
             text = fetch(server, "metrics").decode()
+            rows = server.api("vram/kernels")["kernels"]
+            missing = [
+                f"{r['id'][:8]} ({r['execution_state']})" for r in rows if not r["vram_magic"]
+            ]
             server.process.terminate()  # its kernels' shutdown takes a while at 200
             server.process.wait(timeout=60 + kernels)
     collection = next(
@@ -150,6 +154,7 @@ def main() -> int:
         missed.append("/api/status waited while /metrics was scraped")
     if seen != kernels:
         missed.append(f"only {seen} of {kernels} kernels in the series")
+        print("kernels without vram_magic's status: " + ", ".join(missing))
     return finish(setup, results, missed, args.json)
 
 
