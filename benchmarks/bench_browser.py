@@ -4,14 +4,16 @@
     python benchmarks/bench_browser.py --seconds 30
     python benchmarks/bench_browser.py --quick      # smoke run: 15 s each
 
-A real JupyterLab with the vram_magic server extension (its sidebar polls too) serves a notebook
-whose kernel opens ``%vram`` at 2 Hz, its NVML the recorded H200 (tests/nvml_recordings); the
-page is Debian's Chromium under Playwright. Chromium's own performance metrics (CDP
-``Performance.getMetrics``: ``TaskDuration``, the seconds its renderer's main thread was busy)
-are read before and after each run: first with the panel open (gauges and the timeline redrawn
-every sample), then in the same tab after ``%vram --close``. Target: at most 5% of one core with
-the panel open. A --quick run is short and shares the machine with whatever else runs: it checks
-what the panel adds (open minus closed) against the same 5%, a gross regression only, and says so.
+A real JupyterLab with the vram_magic server extension (its sidebar polls too, once a second)
+serves a notebook whose kernel opens ``%vram`` at 2 Hz, its NVML the recorded H200
+(tests/nvml_recordings); the page is Debian's Chromium under Playwright. Each run is measured
+twice: the CPU time the OS charged to the tab's renderer process (every thread: script, layout,
+paint, raster), and Chromium's own metric (CDP ``Performance.getMetrics``: ``TaskDuration``, the
+seconds its main thread was busy; wall time, so it swells when the machine is shared). First
+with the panel open (gauges and the timeline redrawn every sample), then in the same tab after
+``%vram --close``. Target: the tab at most 5% of one core with the panel open, by Chromium's
+count; the OS's is shown beside it. A --quick run is short: it checks what the panel adds (open
+minus closed) against the same 5%, a gross regression only, and says so.
 """
 
 from __future__ import annotations
@@ -22,10 +24,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from _timing import ROOT, Table, finish, number
 
 sys.path.insert(0, str(ROOT / "tests"))
-from lab_server import CHROMIUM, TOKEN, fake_gpu_server, launch_chromium, write_notebook
+from lab_server import (
+    ARTIFACTS,
+    CHROMIUM,
+    TOKEN,
+    fake_gpu_server,
+    launch_chromium,
+    run_first_cell,
+    write_notebook,
+)
 
 TARGET_PERCENT = 5.0
 SETUP = (
@@ -43,12 +54,26 @@ def busy_seconds(cdp) -> float:  # type: ignore[no-untyped-def]
     return next(m["value"] for m in metrics if m["name"] == "TaskDuration")
 
 
-def tab_percent(page, cdp, duration: float) -> float:  # type: ignore[no-untyped-def]
-    """The renderer main thread's busy share of one core over ``duration`` seconds."""
+def renderer_seconds() -> float:
+    """CPU seconds the OS charged to Chromium's renderer processes (the one tab's, here)."""
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "--type=renderer" in child.cmdline():
+                times = child.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def tab_percent(page, cdp, duration: float) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """The tab's share of one core over ``duration`` seconds: by the OS, and by Chromium."""
     page.wait_for_timeout(2000)  # what the last action started settles first
-    busy, started = busy_seconds(cdp), time.monotonic()
+    cpu, busy, started = renderer_seconds(), busy_seconds(cdp), time.monotonic()
     page.wait_for_timeout(duration * 1000)
-    return 100 * (busy_seconds(cdp) - busy) / (time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    return 100 * (renderer_seconds() - cpu) / elapsed, 100 * (busy_seconds(cdp) - busy) / elapsed
 
 
 def run_cell(page, number: int) -> None:  # type: ignore[no-untyped-def]
@@ -87,12 +112,14 @@ def main() -> int:
             browser = launch_chromium(driver)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{server.url}/lab/tree/panel.ipynb?token={TOKEN}")
-            page.wait_for_selector("text=| Idle", timeout=60_000)
-            page.locator(".jp-Cell").first.click()
-            page.keyboard.press("Escape")
-            run_cell(page, 1)
-            run_cell(page, 2)
-            page.wait_for_selector(".vram-magic-timeline-chart", timeout=60_000)
+            try:
+                run_first_cell(page)  # again if the kernel was still connecting
+                run_cell(page, 2)
+                page.wait_for_selector(".vram-magic-timeline-chart", timeout=60_000)
+            except Exception:
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "bench-browser-failure.png"))
+                raise
             cdp = page.context.new_cdp_session(page)
             cdp.send("Performance.enable")
             with_panel = tab_percent(page, cdp, duration)
@@ -111,32 +138,36 @@ def main() -> int:
             ("unit", -14),
         ]
     )
-    judged = with_panel - without if args.quick else with_panel
+    judged = with_panel[1] - without[1] if args.quick else with_panel[1]
     ok = judged <= TARGET_PERCENT
-    name = "tab with the panel open at 2 Hz"
-    table.print_row(
-        [
-            name,
-            number(with_panel),
-            f"<= {TARGET_PERCENT:g}",
-            "the same tab, panel closed",
-            number(without),
-            "% of one core"
-            + ("  (quick: the target checks open minus closed)" if args.quick else "")
-            + ("" if ok else "  MISSED"),
-        ]
-    )
-    results = [
-        {
-            "measure": name,
-            "ours": with_panel,
-            "target": TARGET_PERCENT,
-            "baseline": "the same tab, panel closed",
-            "baseline_value": without,
-            "unit": "% of one core",
-        }
+    rows = [
+        ("tab, panel open at 2 Hz (Chromium)", with_panel[1], TARGET_PERCENT, without[1]),
+        ("the same, by the OS's CPU time", with_panel[0], None, without[0]),
     ]
-    return finish(setup, results, [] if ok else [name], args.json)
+    results = []
+    for index, (name, ours, target, base) in enumerate(rows):
+        note = "  (quick: the target checks open minus closed)" if args.quick and target else ""
+        table.print_row(
+            [
+                name,
+                number(ours),
+                f"<= {target:g}" if target else "-",
+                "the same tab, panel closed",
+                number(base),
+                "% of one core" + note + ("" if ok or index else "  MISSED"),
+            ]
+        )
+        results.append(
+            {
+                "measure": name,
+                "ours": ours,
+                "target": target,
+                "baseline": "the same tab, panel closed",
+                "baseline_value": base,
+                "unit": "% of one core",
+            }
+        )
+    return finish(setup, results, [] if ok else [rows[0][0]], args.json)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,23 @@ export class VramStatus extends Widget {
     if (usage) {
       const { bytes, device, total } = usage;
       const free = device.free === null ? '' : `, ${formatBytes(device.free)} free`;
-      this.node.textContent = `VRAM ${formatPart(bytes, total)}`;
-      this.node.title =
+      this._show(
+        `VRAM ${formatPart(bytes, total)}`,
         `This ${owner ?? 'notebook'}'s kernel holds ${formatBytes(bytes)} of GPU ${device.index} ` +
-        `(${device.name ?? device.uuid}${free}). Click for the VRAM panel.`;
+          `(${device.name ?? device.uuid}${free}). Click for the VRAM panel.`
+      );
     } else {
-      this.node.textContent = 'VRAM –';
-      this.node.title = statusUnknown(problem !== null, snapshot?.devices.reason ?? null, id);
+      this._show('VRAM –', statusUnknown(problem !== null, snapshot?.devices.reason ?? null, id));
+    }
+  }
+
+  /** Touch the DOM only when the text changed: a poll a second must not redraw the bar. */
+  private _show(text: string, title: string): void {
+    if (this.node.textContent !== text) {
+      this.node.textContent = text;
+    }
+    if (this.node.title !== title) {
+      this.node.title = title;
     }
   }
 
