@@ -331,3 +331,24 @@ def test_a_step_that_cannot_be_traced_is_searched_as_before(trainer_shell):
     result = shown.data.fits[0]
     assert result.predicted is None and ooms(result) >= 1 and 1 < result.size < 32
     assert "predicted" not in shown.text
+
+
+def test_a_hugging_face_dataset_with_text_columns_is_predicted(trainer_shell):
+    """A ``datasets.Dataset`` (rows as tensors, a text column the model does not take, as a
+    tokenized corpus has): its longest rows are collated and what the forward takes is kept."""
+    pytest.importorskip("datasets")
+    shell = trainer_shell
+    run(
+        shell,
+        "import datasets\n"
+        "rows = [row['input_ids'].tolist() for row in token_data(128, 64)]\n"
+        "data = datasets.Dataset.from_dict({'input_ids': rows, 'labels': rows, "
+        "'text': ['a line of text'] * len(rows)})\n"
+        "data.set_format('torch', columns=['input_ids', 'labels'], output_all_columns=True)\n"
+        "model = tiny_model('gpt2')\n"
+        "trainer = make_trainer(model, data, 32)",
+    )
+    workload.limit_room(shell, ROOM)
+    result = fitted(shell, "%%fit\ntrainer.train()").fits[0]
+    assert result.predicted is not None and result.predicted.size == result.size
+    assert ooms(result) == 0 and result.effective == 32

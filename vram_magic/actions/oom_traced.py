@@ -59,9 +59,9 @@ def traced_train_fixes(trainer: Any, room: int | None) -> list[Fix] | None:
     args = trainer.args
     current = args.per_device_train_batch_size
     effective = current * args.gradient_accumulation_steps
-    build = TrainerStep(trainer, effective)
     budget = None if room is None else room if torch_meter().exact else int(room * (1 - HEADROOM))
     try:
+        build = TrainerStep(trainer, effective)
         began = time.process_time()  # the work itself, whatever else the machine runs
         with outside_budget(), tracing(build) as peak_at:
             base = peak_at(current)
