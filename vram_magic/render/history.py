@@ -100,8 +100,9 @@ def _detail(record: CellRecord) -> str:
 
 def _narrow_table(records: list[CellRecord], device: str) -> str:
     """One device's after, peak and change; the rest in each row's tooltip."""
+    left = ("code", "names that grew")
     head = "".join(
-        f"<th>{title}</th>"
+        f'<th style="text-align:left">{title}</th>' if title in left else f"<th>{title}</th>"
         for title in ("cell", "code", "time", "after", "peak", "change", "names that grew")
     )
     body = []
