@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anywidget
 import traitlets
@@ -20,11 +20,16 @@ import traitlets
 from vram_magic.readings.model import Report
 from vram_magic.render.timeline import SERIES, cell_mark, running_mark, timeline_sample
 
+if TYPE_CHECKING:
+    from vram_magic.api import CellRecord
+
 DEFAULT_WINDOW = 300.0  # seconds shown: the last five minutes
 CELLS_KEPT = 200
 
 
 class Timeline(anywidget.AnyWidget):
+    """The last ``window`` seconds of readings and cells; the browser draws them."""
+
     _esm = Path(__file__).with_name("timeline.js")
     window = traitlets.Float(DEFAULT_WINDOW).tag(sync=True)
     series = traitlets.Dict(SERIES).tag(sync=True)
@@ -46,7 +51,7 @@ class Timeline(anywidget.AnyWidget):
     def cell_started(self, source: str, started_at: float) -> None:
         self._add_cell(running_mark(source, started_at))
 
-    def cell_finished(self, record: Any) -> None:
+    def cell_finished(self, record: CellRecord) -> None:
         self._add_cell(cell_mark(record))
 
     def _add_cell(self, mark: dict[str, Any]) -> None:
@@ -57,7 +62,8 @@ class Timeline(anywidget.AnyWidget):
         self.send({"kind": "cell", "mark": mark})
 
     def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        """A view that has just rendered asks for what it missed."""
+        """A view that has just rendered asks for what it missed (every view gets the answer
+        and redraws from it: a few hundred samples, once per view)."""
         if isinstance(content, dict) and content.get("kind") == "hello":
             with self._lock:
                 history = {"samples": list(self._samples), "cells": list(self._cells)}
