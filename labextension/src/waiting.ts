@@ -46,7 +46,10 @@ export class WaitingSnapshots {
         {
           label: 'Restore',
           caption: 'Load the variables into the notebook’s kernel',
-          callback: () => void this._restore(note, kernelId, name)
+          callback: (event: MouseEvent) => {
+            event.preventDefault(); // keep the toast: it says how the restore went
+            void this._restore(note, kernelId, name);
+          }
         }
       ]
     });
