@@ -102,6 +102,19 @@ class LabServer:
             return json.loads(response.read() or b"null")
 
 
+def wait_for_answer(url: str, process: subprocess.Popen, what: str, timeout: float = 60) -> None:
+    """Wait until ``url`` answers; fail the test when ``process`` ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail(f"{what} did not start")
+            time.sleep(0.3)
+
+
 @contextmanager
 def lab_server(
     root: Path,
@@ -133,15 +146,7 @@ def lab_server(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail("the Jupyter server did not start")
-                time.sleep(0.5)
+        wait_for_answer(f"{url}/api/status?token={TOKEN}", server, "the Jupyter server")
         yield LabServer(url, server)
     finally:
         server.terminate()

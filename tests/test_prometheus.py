@@ -18,7 +18,15 @@ from typing import Any
 
 import pytest
 from fake_nvml import kernels_env, load_recording
-from lab_server import FAKE_NVML_CONFIG, TOKEN, LabServer, free_port, kernel_pids, lab_server
+from lab_server import (
+    FAKE_NVML_CONFIG,
+    TOKEN,
+    LabServer,
+    free_port,
+    kernel_pids,
+    lab_server,
+    wait_for_answer,
+)
 from system_binaries import require
 
 PROMETHEUS = require("prometheus", "apt-get install prometheus")
@@ -127,17 +135,7 @@ def servers(tmp_path_factory) -> Iterator[tuple[dict[str, LabServer], Prometheus
         stack.callback(prometheus.wait, 20)
         stack.callback(prometheus.terminate)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/-/ready", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or prometheus.poll() is not None:
-                    pytest.fail(
-                        "prometheus did not start: " + (root / "prometheus.log").read_text()
-                    )
-                time.sleep(0.3)
+        wait_for_answer(f"{url}/-/ready", prometheus, f"prometheus (log: {root}/prometheus.log)")
         yield started, Prometheus(url)
 
 
