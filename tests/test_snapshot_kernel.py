@@ -113,7 +113,7 @@ def test_the_panels_restart_button(tmp_path):
             ".loaded_in(get_ipython()).hooks.live.panels[0]"
         )
         click = (
-            f"next(b for b in {panel}.widget.children[3].children"
+            f"next(b for box in {panel}.widget.children for b in getattr(box, 'children', ())"
             " if b.description == 'Restart & restore').click()"
         )
         kernel.run_until_exit(click)
