@@ -169,6 +169,26 @@ def test_cell_peak_comes_from_the_allocator(cuda_vram):
     assert abs(memory.retained) < SIZE // 10
 
 
+def test_timeline_and_history_chart_the_gpu(cuda_vram):
+    """On a GPU the timeline stacks torch's bytes under NVML's line, and the per-cell chart
+    and the timeline's cell mark take torch's cuda:0, where the memory moved."""
+    from test_census_shell import SIZE, run
+
+    import vram_magic
+    from vram_magic.render.history import chart_device
+    from vram_magic.render.timeline import cell_mark, timeline_sample
+
+    run(cuda_vram, "held = torch.ones(SIZE // 4, device='cuda')")
+    gpu = timeline_sample(read_report(NvmlSession()))["charts"][0]
+    allocated, cache, rest, others = gpu["parts"]
+    assert gpu["id"] == "cuda:0" and allocated >= SIZE and rest > 0  # the CUDA context
+    assert allocated + cache + rest + others <= gpu["line"]  # within NVML's used
+    records = vram_magic.history()
+    assert chart_device(records[-3:]) == "cuda:0"
+    assert cell_mark(records[-1])["memory"]["cuda:0"]["after"] >= SIZE
+    run(cuda_vram, "del held")
+
+
 def test_cuda_oom_report(cuda_vram, capsys):
     from test_census_shell import run
 
