@@ -20,8 +20,8 @@ def render_html(report: Report, top: int = 3) -> str:
             (*row, bar(device.total, device_segments(device)))
             for row, device in zip(parts.rows, report.devices, strict=True)
         ]
-        table = html_table((*DEVICE_COLUMNS, "usage"), rows, raw_last=True)
-        html.append(f'<div style="white-space:nowrap;overflow-x:auto">{table}</div>')
+        table = html_table((*DEVICE_COLUMNS, "usage"), rows, raw_last=True, nowrap=True)
+        html.append(f'<div style="overflow-x:auto">{table}</div>')
         html.append(legend(DEVICE_SEGMENTS))
     sentences = [*parts.details, parts.host, parts.torch, *(f"note: {n}" for n in parts.notes)]
     html.append(html_list(sentences) + "</div>")

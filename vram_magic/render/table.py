@@ -24,16 +24,21 @@ def text_table(
 
 
 def html_table(
-    header: tuple[str, ...], rows: Sequence[tuple[str, ...]], raw_last: bool = False
+    header: tuple[str, ...],
+    rows: Sequence[tuple[str, ...]],
+    raw_last: bool = False,
+    nowrap: bool = False,
 ) -> str:
-    """An HTML table; with ``raw_last`` the last cell of each row is trusted HTML (a bar)."""
+    """An HTML table; with ``raw_last`` the last cell of each row is trusted HTML (a bar); with
+    ``nowrap`` no cell breaks its line (notebooks style table cells, so it is set on each)."""
+    td = '<td style="white-space:nowrap">' if nowrap else "<td>"
     head = "".join(f"<th>{escape(title)}</th>" for title in header)
     body = []
     for row in rows:
         cells = [escape(cell) for cell in row]
         if raw_last:
             cells[-1] = row[-1]
-        body.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+        body.append("<tr>" + "".join(f"{td}{cell}</td>" for cell in cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
