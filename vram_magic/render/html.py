@@ -17,7 +17,7 @@ def render_html(report: Report, top: int = 3) -> str:
         html.append(f"<p><strong>{escape(parts.gpu_problem)}</strong></p>")
     if parts.rows:
         rows = [
-            (*row, bar(device.total, device_segments(device)))
+            (*row, bar(device.total, device_segments(device), width="8rem"))
             for row, device in zip(parts.rows, report.devices, strict=True)
         ]
         table = html_table((*DEVICE_COLUMNS, "usage"), rows, raw_last=True, nowrap=True)
