@@ -47,7 +47,12 @@ def assert_clean_attempts(result) -> None:
 
 
 @pytest.fixture
-def trainer_shell(vram):
+def trainer_shell(vram, monkeypatch):
+    """The shell with the workload's helpers, and no size cached by another test's cell (the
+    same cell over the same workload would start from it, with no prediction)."""
+    from vram_magic.actions import fit as fit_module
+
+    monkeypatch.setattr(fit_module, "_cache", {})
     workload.set_up(vram)
     before = set(vram.user_ns)
     yield vram
