@@ -257,6 +257,9 @@ def test_timeline_history_and_gauges(lab):  # type: ignore[no-untyped-def]
             "{theme: 'JupyterLab Dark'})"
         )
         page.wait_for_selector("body[data-jp-theme-light='false']", state="attached")
+        # the new theme's style sheets lay the page out again: wait for the gauges to be drawn
+        expect(panel.locator(".vram-magic-usage-bar").first).to_be_visible(timeout=30_000)
+        expect(panel.locator(".vram-magic-gauge-label").first).to_be_visible(timeout=30_000)
         page.wait_for_timeout(1000)
         assert_clean_gauges(
             panel,
