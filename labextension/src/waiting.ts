@@ -5,19 +5,28 @@
  */
 
 import { Notification } from '@jupyterlab/apputils';
+import { ServerConnection } from '@jupyterlab/services';
 
-import { IKernel, IRestoreReply, messageOf, request } from './api';
+import { IRestoreReply, messageOf, request } from './api';
 import { IWaitingSnapshot, waitingMessage } from './culled';
-import { KernelWatcher } from './watcher';
+import { VramPoller } from './poller';
 
-export class WaitingSnapshots extends KernelWatcher {
-  protected keyOf(kernel: IKernel): string | undefined {
-    return kernel.session?.path ? kernel.id : undefined;
+export class WaitingSnapshots {
+  constructor(
+    private readonly _poller: VramPoller,
+    private readonly _settings: ServerConnection.ISettings
+  ) {
+    _poller.changed.connect(this._check, this);
   }
 
-  protected act(kernel: IKernel): Promise<void> {
-    const path = kernel.session?.path ?? '';
-    return this._offer(kernel.id, path, kernel.session?.name ?? path);
+  private _check(): void {
+    for (const kernel of this._poller.snapshot?.kernels.kernels ?? []) {
+      const path = kernel.session?.path;
+      if (path && !this._asked.has(kernel.id)) {
+        this._asked.add(kernel.id);
+        void this._offer(kernel.id, path, kernel.session?.name ?? path);
+      }
+    }
   }
 
   private async _offer(kernelId: string, path: string, name: string): Promise<void> {
@@ -61,4 +70,6 @@ export class WaitingSnapshots extends KernelWatcher {
     }
     this._poller.refresh();
   }
+
+  private readonly _asked = new Set<string>();
 }
