@@ -6,29 +6,18 @@
  */
 
 import { Notification } from '@jupyterlab/apputils';
-import { ServerConnection } from '@jupyterlab/services';
 
-import { messageOf, restartKernel } from './api';
-import { VramPoller } from './poller';
+import { IKernel, messageOf, restartKernel } from './api';
 import { kernelLabel } from './usage';
+import { KernelWatcher } from './watcher';
 
-export class RestartRequests {
-  constructor(
-    private readonly _poller: VramPoller,
-    private readonly _settings: ServerConnection.ISettings
-  ) {
-    _poller.changed.connect(this._check, this);
+export class RestartRequests extends KernelWatcher {
+  protected keyOf(kernel: IKernel): string | undefined {
+    return kernel.vram_magic?.restart_request ?? undefined;
   }
 
-  private _check(): void {
-    for (const kernel of this._poller.snapshot?.kernels.kernels ?? []) {
-      const request = kernel.vram_magic?.restart_request;
-      if (!request || this._seen.has(request)) {
-        continue;
-      }
-      this._seen.add(request);
-      void this._restart(kernel.id, kernelLabel(kernel), request);
-    }
+  protected act(kernel: IKernel): Promise<void> {
+    return this._restart(kernel.id, kernelLabel(kernel), this.keyOf(kernel) ?? '');
   }
 
   private async _restart(id: string, name: string, request: string): Promise<void> {
@@ -53,6 +42,4 @@ export class RestartRequests {
     }
     this._poller.refresh();
   }
-
-  private readonly _seen = new Set<string>();
 }

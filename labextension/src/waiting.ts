@@ -1,32 +1,23 @@
 /**
  * Says when a notebook's variables wait in a snapshot: the server shut its idle kernel down to
  * give its GPU memory back (`c.VramMagic.cull_idle_seconds`), and the notebook's new kernel can
- * have them back with one click. Each kernel is asked about once.
+ * have them back with one click. Each kernel is asked about once per notebook path.
  */
 
 import { Notification } from '@jupyterlab/apputils';
-import { ServerConnection } from '@jupyterlab/services';
 
-import { IRestoreReply, messageOf, request } from './api';
-import { IWaitingSnapshot, waitingMessage } from './culled';
-import { VramPoller } from './poller';
+import { IKernel, IRestoreReply, messageOf, request } from './api';
+import { IWaitingSnapshot, waitingMessage, waitingQuestion } from './culled';
+import { KernelWatcher } from './watcher';
 
-export class WaitingSnapshots {
-  constructor(
-    private readonly _poller: VramPoller,
-    private readonly _settings: ServerConnection.ISettings
-  ) {
-    _poller.changed.connect(this._check, this);
+export class WaitingSnapshots extends KernelWatcher {
+  protected keyOf(kernel: IKernel): string | undefined {
+    return waitingQuestion(kernel);
   }
 
-  private _check(): void {
-    for (const kernel of this._poller.snapshot?.kernels.kernels ?? []) {
-      const path = kernel.session?.path;
-      if (path && !this._asked.has(kernel.id)) {
-        this._asked.add(kernel.id);
-        void this._offer(kernel.id, path, kernel.session?.name ?? path);
-      }
-    }
+  protected act(kernel: IKernel): Promise<void> {
+    const path = kernel.session?.path ?? '';
+    return this._offer(kernel.id, path, kernel.session?.name ?? path);
   }
 
   private async _offer(kernelId: string, path: string, name: string): Promise<void> {
@@ -70,6 +61,4 @@ export class WaitingSnapshots {
     }
     this._poller.refresh();
   }
-
-  private readonly _asked = new Set<string>();
 }
