@@ -4,7 +4,7 @@ import re
 import time
 
 import pytest
-from kernels import Kernel
+from real_kernel import Kernel
 
 from vram_magic.readings.sampler import THREAD_NAME, Sampler
 

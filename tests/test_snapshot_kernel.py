@@ -2,7 +2,7 @@
 (jupyter_client) and %vram restore; every savable value comes back equal and working."""
 
 import pytest
-from kernels import Kernel
+from real_kernel import Kernel
 
 pytest.importorskip("jupyter_client")
 pytest.importorskip("numpy")

@@ -13,7 +13,7 @@ import re
 import time
 
 import pytest
-from kernels import Kernel
+from real_kernel import Kernel
 
 from vram_magic.actions.history import CellMemory, CellRecord
 from vram_magic.readings.cell_memory import HOST
