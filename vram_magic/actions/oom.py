@@ -92,6 +92,7 @@ class Fix:
     percent: int | None = None  # a batch at most this share of the failed one (nothing names it)
     prompts: int | None = None  # generate on this many prompts per call
     traced: bool = False  # the bytes saved come from traced steps, not from an estimate
+    prepared: bool = False  # accelerate prepared this model without the mixed precision asked
 
 
 @dataclass(frozen=True)

@@ -269,6 +269,15 @@ def _checkpointing(model: Any) -> bool:
     return False
 
 
+def _prepared_without_autocast(model: Any) -> bool:
+    """Whether accelerate prepared this model object without mixed precision (the train() that
+    failed did): accelerate prepares a model once, so a new Trainer with ``bf16=True`` over the
+    same object trains it in float32, saving nothing."""
+    return bool(getattr(model, "_is_accelerate_prepared", False)) and not hasattr(
+        model, "_original_forward"
+    )
+
+
 def _train_fixes(trainer: Any, measured: Measured) -> list[Fix]:
     from vram_magic.actions.oom_traced import traced_train_fixes
 
@@ -323,7 +332,11 @@ def trainer_fixes(failure: Failure, measured: Measured) -> list[Fix]:
     Adam's state added where they did not exist yet), gradient checkpointing, bf16 and an 8-bit
     optimizer, from the measured activations and its model's weights. Evaluating: its batch."""
     if not failure.evaluating:
-        return _train_fixes(failure.trainer, measured)
+        fixes = _train_fixes(failure.trainer, measured)
+        if _prepared_without_autocast(failure.trainer.model):
+            bf16 = "bf16 mixed precision"
+            fixes = [replace(f, prepared=True) if f.action == bf16 else f for f in fixes]
+        return fixes
     current = failure.trainer.args.per_device_eval_batch_size
     batch = _batch_fix(
         "a smaller eval batch",

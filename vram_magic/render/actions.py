@@ -100,6 +100,12 @@ def _how(fix: Fix) -> str:
         )
     if fix.action in _WHY:
         parts.append(_WHY[fix.action])
+    if fix.prepared:
+        parts.append(
+            "on this model object only after model._is_accelerate_prepared = False (or on a "
+            "model loaded afresh): accelerate prepares a model once, and the train() that "
+            "failed prepared it in float32"
+        )
     if fix.fit:
         parts.append(_fit_hint(fix))
     return "; ".join(parts)
