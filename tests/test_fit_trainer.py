@@ -357,3 +357,21 @@ def test_a_hugging_face_dataset_with_text_columns_is_predicted(trainer_shell):
     result = fitted(shell, "%%fit\ntrainer.train()").fits[0]
     assert result.predicted is not None and result.predicted.size == result.size
     assert ooms(result) == 0 and result.effective == 32
+
+
+def test_bf16_over_a_model_prepared_in_float32_is_predicted_as_it_trains(trainer_shell):
+    """A Trainer with ``bf16=True`` over a model that an earlier train() had accelerate prepare
+    in float32 trains in float32 (accelerate prepares a model once): the prediction traces the
+    step as it runs, so no attempt runs out, and the report says what brings bf16 in."""
+    shell = trainer_shell
+    run(shell, "model = tiny_model('gpt2'); data = token_data(128, 64)")
+    assert run(shell, "make_trainer(model, data, 2).train()").success  # prepared in float32
+    run(shell, "trainer = make_trainer(model, data, 32, bf16=True)")
+    workload.limit_room(shell, 24 * 2**20)  # where a bf16 step at 16 would fit, and float32's 8
+    true_size = workload.largest_fitting_divisor(shell, "model", "data", 32, bf16=True)
+    assert true_size == workload.largest_fitting_divisor(shell, "model", "data", 32)
+    shown = run(shell, "%%fit\ntrainer.train()").result
+    result = shown.data.fits[0]
+    assert result.predicted is not None and result.predicted.size == true_size == result.size
+    assert ooms(result) == 0
+    assert "model._is_accelerate_prepared = False" in shown.text

@@ -52,6 +52,7 @@ class Prediction:
     need: int | None  # that size's traced bytes above the attempt's start
     traces: int
     seconds: float
+    precision_dropped: bool = False  # the step traced without the mixed precision asked for
 
 
 @dataclass(frozen=True)

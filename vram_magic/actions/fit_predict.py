@@ -106,6 +106,20 @@ def _shaped(example: dict[str, Any], device: Any) -> Callable[[int], dict[str, A
     return batch
 
 
+def prepared_without_autocast(model: Any) -> bool:
+    """Whether accelerate has prepared this model object without mixed precision (an earlier
+    train() did): accelerate prepares a model once, so later Trainers over the same object
+    train it without autocast, whatever their ``bf16`` / ``fp16`` say."""
+    prepared = bool(getattr(model, "_is_accelerate_prepared", False))
+    return prepared and not hasattr(model, "_original_forward")  # its autocast wrapper's mark
+
+
+def precision_dropped(trainer: Any) -> bool:
+    """Whether ``trainer.train()`` will run without the mixed precision its arguments ask for."""
+    args = trainer.args
+    return bool(args.bf16 or args.fp16) and prepared_without_autocast(trainer.model)
+
+
 @dataclass(frozen=True)
 class Variant:
     """A change to what ``train()`` would run, to trace what it saves: gradient checkpointing,
@@ -141,6 +155,8 @@ class TrainerStep:
             model.gradient_checkpointing_enable(args.gradient_checkpointing_kwargs)
         bf16 = args.bf16 if variant.bf16 is None else variant.bf16
         precision = torch.bfloat16 if bf16 else torch.float16 if args.fp16 else None
+        if variant.bf16 is None and precision_dropped(trainer):
+            precision = None  # as train() will run it
         mixed = torch.autocast(self.device.type, dtype=precision) if precision else None
         return StepSetup(
             model,
@@ -195,7 +211,8 @@ def predict_trainer(
                 size, needed, traces = largest_fitting(need, budget, sizes, start)
         except Exception:  # a prediction is only a head start: the search runs without one
             return None
-        return Prediction(size, needed, traces, time.perf_counter() - began)
+        seconds = time.perf_counter() - began
+        return Prediction(size, needed, traces, seconds, precision_dropped(trainer))
 
     return predict
 

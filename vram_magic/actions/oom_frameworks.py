@@ -17,6 +17,7 @@ from typing import Any
 
 from vram_magic.actions.fit import divisors, torch_meter
 from vram_magic.actions.fit_cell import DEFAULT_VARIABLE
+from vram_magic.actions.fit_predict import prepared_without_autocast
 from vram_magic.actions.oom import HEADROOM, Fix, Measured, fitting_size
 from vram_magic.census.roots import user_variables
 
@@ -269,15 +270,6 @@ def _checkpointing(model: Any) -> bool:
     return False
 
 
-def _prepared_without_autocast(model: Any) -> bool:
-    """Whether accelerate prepared this model object without mixed precision (the train() that
-    failed did): accelerate prepares a model once, so a new Trainer with ``bf16=True`` over the
-    same object trains it in float32, saving nothing."""
-    return bool(getattr(model, "_is_accelerate_prepared", False)) and not hasattr(
-        model, "_original_forward"
-    )
-
-
 def _train_fixes(trainer: Any, measured: Measured) -> list[Fix]:
     from vram_magic.actions.oom_traced import traced_train_fixes
 
@@ -333,7 +325,7 @@ def trainer_fixes(failure: Failure, measured: Measured) -> list[Fix]:
     optimizer, from the measured activations and its model's weights. Evaluating: its batch."""
     if not failure.evaluating:
         fixes = _train_fixes(failure.trainer, measured)
-        if _prepared_without_autocast(failure.trainer.model):
+        if prepared_without_autocast(failure.trainer.model):
             bf16 = "bf16 mixed precision"
             fixes = [replace(f, prepared=True) if f.action == bf16 else f for f in fixes]
         return fixes

@@ -71,9 +71,17 @@ def _prediction(result: FitResult) -> str:
     assert predicted is not None
     how = f"{predicted.traces} traced step(s) on fake tensors, {predicted.seconds:.2f}s"
     if predicted.size is None:
-        return f"predicted: not even the smallest size fits the room ({how})"
-    need = format_bytes(predicted.need)
-    return f"predicted before running: {predicted.size} fits, needing {need} ({how})"
+        line = f"predicted: not even the smallest size fits the room ({how})"
+    else:
+        need = format_bytes(predicted.need)
+        line = f"predicted before running: {predicted.size} fits, needing {need} ({how})"
+    if predicted.precision_dropped:
+        line += (
+            "; without mixed precision, as it trains: accelerate prepared this model in float32 "
+            "before and prepares a model once, so bf16/fp16 take effect only after "
+            "model._is_accelerate_prepared = False (or on a model loaded afresh)"
+        )
+    return line
 
 
 def _rows(result: FitResult) -> list[tuple[str, ...]]:
