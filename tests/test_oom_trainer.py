@@ -150,6 +150,24 @@ def test_a_trainer_gets_its_own_arguments_and_a_batch_that_fits(notebook, report
         assert fixes[action].traced and abs(fixes[action].saves - saved) <= 0.05 * base, action
 
 
+def test_bf16_that_does_not_take_effect_is_still_a_fix(notebook, reports, capsys):
+    """A Trainer with ``bf16=True`` over a model a float32 train() prepared trains in float32
+    (accelerate prepares a model once): its report still offers bf16, traced, with the step
+    that brings it in, and a real training after that step saves what the report says."""
+    shell, names = notebook
+    names += ["model", "data", "trainer"]
+    run(shell, "model = tiny_model('gpt2'); data = token_data(128, 64)")
+    assert run(shell, "make_trainer(model, data, 2).train()").success  # prepared in float32
+    run(shell, "trainer = make_trainer(model, data, 32, bf16=True)")
+    limit_room(shell, 20 * MiB)
+    out, report = report_of(shell, capsys, reports, "trainer.train()")
+    bf16 = {fix.action: fix for fix in report.fixes}["bf16 mixed precision"]
+    assert bf16.traced and bf16.prepared and "model._is_accelerate_prepared = False" in out
+    run(shell, "%vram limit off")
+    saved = real_train_peak(shell) - real_train_peak(shell, bf16=True)
+    assert abs(bf16.saves - saved) <= 0.05 * real_train_peak(shell)
+
+
 LOOP = """
 for step in range(2):
     x = torch.randn(batch_size, 256)
