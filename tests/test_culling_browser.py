@@ -57,15 +57,23 @@ def test_reopening_a_culled_notebook_offers_its_variables_back(tmp_path, monkeyp
             expect(note).to_contain_text(
                 "train.ipynb: its idle kernel was shut down", timeout=60_000
             )
+            run_new_cell(page, "%load_ext vram_magic")  # the new kernel says so too
+            expect(page.locator(".jp-OutputArea-output").last).to_contain_text(
+                "this notebook's variables wait in snapshot", timeout=60_000
+            )
             page.get_by_role("button", name="Restore").click()
             done = page.locator(".jp-toast-message", has_text="variables restored")
             expect(done).to_be_visible(timeout=60_000)
             assert train_kernel(server) not in (None, culled)
-            cell = page.locator(".jp-Notebook .jp-Cell").first
-            cell.click()
-            page.keyboard.press("Escape")
-            page.keyboard.press("b")
-            page.keyboard.press("Enter")
-            page.keyboard.insert_text("print(int(weights.sum()))")
-            page.keyboard.press("Shift+Enter")
+            run_new_cell(page, "print(int(weights.sum()))")
             expect(page.locator(".jp-OutputArea-output").last).to_have_text(str(64 * 2**20))
+
+
+def run_new_cell(page, code: str) -> None:  # type: ignore[no-untyped-def]
+    """Add a cell below the last one, type ``code`` into it and run it."""
+    page.locator(".jp-Notebook .jp-Cell").last.click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")
+    page.keyboard.press("Enter")
+    page.keyboard.insert_text(code)
+    page.keyboard.press("Shift+Enter")
