@@ -114,10 +114,17 @@ def prepared_without_autocast(model: Any) -> bool:
     return prepared and not hasattr(model, "_original_forward")  # its autocast wrapper's mark
 
 
+def runs_mixed_precision(trainer: Any) -> bool:
+    """Whether ``trainer.train()`` runs under autocast: its arguments ask for bf16 or fp16, and
+    accelerate has not prepared its model without it already."""
+    args = trainer.args
+    return bool(args.bf16 or args.fp16) and not prepared_without_autocast(trainer.model)
+
+
 def precision_dropped(trainer: Any) -> bool:
     """Whether ``trainer.train()`` will run without the mixed precision its arguments ask for."""
     args = trainer.args
-    return bool(args.bf16 or args.fp16) and prepared_without_autocast(trainer.model)
+    return bool(args.bf16 or args.fp16) and not runs_mixed_precision(trainer)
 
 
 @dataclass(frozen=True)
@@ -155,7 +162,7 @@ class TrainerStep:
             model.gradient_checkpointing_enable(args.gradient_checkpointing_kwargs)
         bf16 = args.bf16 if variant.bf16 is None else variant.bf16
         precision = torch.bfloat16 if bf16 else torch.float16 if args.fp16 else None
-        if variant.bf16 is None and precision_dropped(trainer):
+        if variant.bf16 is None and not runs_mixed_precision(trainer):
             precision = None  # as train() will run it
         mixed = torch.autocast(self.device.type, dtype=precision) if precision else None
         return StepSetup(

@@ -17,7 +17,7 @@ from typing import Any
 
 from vram_magic.actions.fit import divisors, torch_meter
 from vram_magic.actions.fit_cell import DEFAULT_VARIABLE
-from vram_magic.actions.fit_predict import precision_dropped, prepared_without_autocast
+from vram_magic.actions.fit_predict import prepared_without_autocast, runs_mixed_precision
 from vram_magic.actions.oom import HEADROOM, Fix, Measured, fitting_size
 from vram_magic.census.roots import user_variables
 
@@ -310,8 +310,7 @@ def _train_fixes(trainer: Any, measured: Measured) -> list[Fix]:
         on = (("gradient_checkpointing", True),)
         fixes.append(Fix("gradient checkpointing", saves, estimate=True, setting=on, layers=layers))
     weights = sum(p.numel() for p in model.parameters() if p.dtype == torch.float32)
-    mixed = (args.bf16 or args.fp16) and not precision_dropped(trainer)
-    if activations and weights and not mixed:
+    if activations and weights and not runs_mixed_precision(trainer):
         saves = activations // 2 - 2 * weights
         fixes.append(Fix("bf16 mixed precision", saves, estimate=True, setting=(("bf16", True),)))
     if adam and fp32:

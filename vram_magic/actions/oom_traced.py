@@ -20,7 +20,7 @@ from vram_magic.actions.fit_predict import (
     TrainerStep,
     Variant,
     largest_fitting,
-    precision_dropped,
+    runs_mixed_precision,
 )
 from vram_magic.actions.limit import outside_budget
 from vram_magic.actions.oom import HEADROOM, Fix
@@ -105,7 +105,7 @@ def _variant_fixes(trainer: Any, like: TrainerStep, base: int) -> list[Fix]:
     if not args.gradient_checkpointing:
         step = TrainerStep(trainer, like.effective, Variant(checkpointing=True))
         variants.append(("gradient checkpointing", step, (("gradient_checkpointing", True),)))
-    if fp32 and (not (args.bf16 or args.fp16) or precision_dropped(trainer)):
+    if fp32 and not runs_mixed_precision(trainer):
         step = TrainerStep(trainer, like.effective, Variant(bf16=True))
         variants.append(("bf16 mixed precision", step, (("bf16", True),)))
     if "adam" in optim and "8bit" not in optim and "bitsandbytes" in _importable():
