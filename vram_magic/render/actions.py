@@ -8,6 +8,7 @@ from vram_magic.actions.fit_cell import DEFAULT_VARIABLE
 from vram_magic.actions.free import FreeResult, Kept
 from vram_magic.actions.oom import Fix, OomReport
 from vram_magic.readings.model import DeviceReading
+from vram_magic.render.fit import PREPARED_ONCE
 from vram_magic.render.report_layout import device_label
 from vram_magic.render.table import html_list, text_table
 from vram_magic.render.units import format_bytes
@@ -101,11 +102,7 @@ def _how(fix: Fix) -> str:
     if fix.action in _WHY:
         parts.append(_WHY[fix.action])
     if fix.prepared:
-        parts.append(
-            "on this model object only after model._is_accelerate_prepared = False (or on a "
-            "model loaded afresh): accelerate prepares a model once, and the train() that "
-            "failed prepared it in float32"
-        )
+        parts.append(PREPARED_ONCE)
     if fix.fit:
         parts.append(_fit_hint(fix))
     return "; ".join(parts)

@@ -16,6 +16,11 @@ NOTHING_SIZED = (
     "pipeline with batch_size, and uses no batch_size variable (--batch-size VAR names one)"
 )
 HEADER = ("size", "outcome", "memory needed", "time")
+PREPARED_ONCE = (
+    "accelerate prepared this model in float32 already and prepares a model once, so bf16 "
+    "takes effect on it only after model._is_accelerate_prepared = False (or on a model loaded "
+    "afresh)"
+)
 
 
 def _set(result: FitResult) -> str:
@@ -76,11 +81,7 @@ def _prediction(result: FitResult) -> str:
         need = format_bytes(predicted.need)
         line = f"predicted before running: {predicted.size} fits, needing {need} ({how})"
     if predicted.precision_dropped:
-        line += (
-            "; without mixed precision, as it trains: accelerate prepared this model in float32 "
-            "before and prepares a model once, so bf16/fp16 take effect only after "
-            "model._is_accelerate_prepared = False (or on a model loaded afresh)"
-        )
+        line += f"; traced without mixed precision, as it will train: {PREPARED_ONCE}"
     return line
 
 
