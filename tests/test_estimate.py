@@ -7,7 +7,7 @@ the quantization constants it leaves out.
 
 The traced peak of a step must be within 5% of two real steps of the same model (torch, peft,
 bitsandbytes), counted by torch's profiler (tests/measured_peak.py), in every train mode and
-dtype and with gradient checkpointing.
+dtype, with gradient checkpointing, and for each family of models notebooks fine-tune.
 """
 
 import pytest
@@ -161,6 +161,57 @@ def test_peak_in_each_dtype_is_a_real_steps(dtype):
     result = estimate(tiny_gpt2(), batch=BATCH, seq=SEQ, train="adamw", dtype=dtype)
     assert result.traced and result.dtype == dtype
     assert_close(result.peak, measured_peak(tiny_gpt2(), "adamw", BATCH, SEQ, dtype=dtype))
+
+
+LAYERS = dict(num_hidden_layers=2, num_attention_heads=4, vocab_size=500)
+DECODER = dict(hidden_size=64, intermediate_size=128, max_position_embeddings=128, **LAYERS)
+FAMILIES = {  # what notebooks fine-tune, beside the GPT-2 and Llama above: tiny configs
+    "Mistral": lambda: transformers.MistralConfig(
+        num_key_value_heads=2, eos_token_id=2, architectures=["MistralForCausalLM"], **DECODER
+    ),
+    "Qwen2": lambda: transformers.Qwen2Config(
+        num_key_value_heads=2, architectures=["Qwen2ForCausalLM"], **DECODER
+    ),
+    "Qwen3": lambda: transformers.Qwen3Config(
+        num_key_value_heads=2, head_dim=16, architectures=["Qwen3ForCausalLM"], **DECODER
+    ),
+    "Phi-3": lambda: transformers.Phi3Config(
+        num_key_value_heads=2, pad_token_id=0, architectures=["Phi3ForCausalLM"], **DECODER
+    ),
+    "Gemma 2": lambda: transformers.Gemma2Config(
+        num_key_value_heads=2, head_dim=16, architectures=["Gemma2ForCausalLM"], **DECODER
+    ),
+    "Gemma 3": lambda: transformers.Gemma3TextConfig(
+        num_key_value_heads=2, head_dim=16, architectures=["Gemma3ForCausalLM"], **DECODER
+    ),
+    "GPT-NeoX": lambda: transformers.GPTNeoXConfig(
+        architectures=["GPTNeoXForCausalLM"], **DECODER
+    ),
+    "OPT": lambda: transformers.OPTConfig(
+        hidden_size=64, ffn_dim=128, word_embed_proj_dim=64, max_position_embeddings=128,
+        architectures=["OPTForCausalLM"], **LAYERS,
+    ),
+    "Falcon": lambda: transformers.FalconConfig(
+        hidden_size=64, architectures=["FalconForCausalLM"], **LAYERS
+    ),
+    "DistilBERT": lambda: transformers.DistilBertConfig(
+        dim=64, hidden_dim=128, n_layers=2, n_heads=4, vocab_size=500,
+        architectures=["DistilBertForMaskedLM"],
+    ),
+    "BART": lambda: transformers.BartConfig(
+        d_model=64, encoder_ffn_dim=128, decoder_ffn_dim=128, encoder_layers=2,
+        decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+        vocab_size=500, max_position_embeddings=128,
+        architectures=["BartForConditionalGeneration"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_families_notebooks_fine_tune_trace_to_a_real_step(family):
+    result = estimate(FAMILIES[family](), batch=BATCH, seq=SEQ, train="adam")
+    assert result.traced, result.note
+    assert_close(result.peak, measured_peak(FAMILIES[family](), "adam", BATCH, SEQ))
 
 
 def test_checkpointing_keeps_fewer_activations_and_is_a_real_checkpointed_run():
