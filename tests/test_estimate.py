@@ -214,6 +214,22 @@ def test_the_families_notebooks_fine_tune_trace_to_a_real_step(family):
     assert_close(result.peak, measured_peak(FAMILIES[family](), "adam", BATCH, SEQ))
 
 
+@pytest.mark.parametrize(
+    "config, targets, words",
+    [
+        (tiny_llama, ("q_proj", "v_proj"), "LoRA adapters on q_proj, v_proj (peft's defaults)"),
+        (FAMILIES["Phi-3"], ("all-linear",), "LoRA adapters on every linear layer"),
+    ],
+)
+def test_the_estimate_says_which_modules_lora_adapts(config, targets, words):
+    from vram_magic.render.estimate import estimate_view
+
+    result = estimate(config(), batch=BATCH, seq=SEQ, train="lora")
+    assert result.traced and result.lora_targets == targets
+    assert words in estimate_view(result).text
+    assert estimate(config(), batch=BATCH, seq=SEQ, train="adam").lora_targets == ()
+
+
 def test_checkpointing_keeps_fewer_activations_and_is_a_real_checkpointed_run():
     plain = estimate(tiny_gpt2(), batch=BATCH, seq=SEQ, train="adam")
     checkpointed = estimate(tiny_gpt2(), batch=BATCH, seq=SEQ, train="adam", checkpointing=True)

@@ -26,6 +26,7 @@ from vram_magic.actions.step_setup import (
     DTYPES,
     TRAIN_MODES,
     from_config,
+    lora_targets,
     model_class,
     positions,
     quantized_modules,
@@ -64,6 +65,7 @@ class Estimate:
     per_item: int | None = None  # bytes each further sequence adds to the peak (traced line)
     largest_batch: dict[str, int | None] = field(default_factory=dict)  # "8 GB": batch
     seconds: float = 0.0  # the trace's time
+    lora_targets: tuple[str, ...] = ()  # the modules the traced LoRA adapts (step_setup's)
 
     @property
     def inference(self) -> int:
@@ -239,12 +241,14 @@ def estimate(
     training = None if state is None else weights["float32"] + params * sum(state)
     traced = _traced(config, batch, seq, train, dtype, checkpointing)
     largest: dict[str, int | None] = {}
+    adapted: tuple[str, ...] = ()
     if isinstance(traced, str):
         parts, per_item, seconds = _formula(train, stored, weights, params), None, 0.0
     else:
         peaks, seconds = traced
         parts = peaks[0].parts
         per_item, largest = _largest(peaks, _rooms())
+        adapted = lora_targets(config) if train in ("lora", "qlora") else ()
     return Estimate(
         model=name,
         params=params,
@@ -264,6 +268,7 @@ def estimate(
         per_item=per_item,
         largest_batch=largest,
         seconds=seconds,
+        lora_targets=adapted,
     )
 
 

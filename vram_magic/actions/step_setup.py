@@ -166,16 +166,29 @@ def _nf4_forward(layer: Any, x: Any) -> Any:
     ).to(dtype)
 
 
-def _with_lora(model: Any, quantized: bool) -> Any:
-    import peft
+ALL_LINEAR = "all-linear"  # peft's name for every linear layer but the output head
+
+
+def lora_targets(config: Any) -> tuple[str, ...]:
+    """The modules peft's LoRA adapts by default for this model type; ``(ALL_LINEAR,)`` where
+    peft names none (it would ask for ``target_modules``)."""
     from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as TARGETS
 
-    targets = TARGETS.get(str(getattr(model.config, "model_type", ""))) or "all-linear"
+    targets = TARGETS.get(str(getattr(config, "model_type", "")))
+    return tuple(targets) if targets else (ALL_LINEAR,)
+
+
+def _with_lora(model: Any, quantized: bool) -> Any:
+    import peft
+
+    targets = lora_targets(model.config)
     name = type(model).__name__
     task = next((task for end, task in _PEFT_TASKS.items() if name.endswith(end)), None)
     if quantized:
         model.is_loaded_in_4bit = True  # peft wraps the 4-bit layers with its bnb LoRA layer
-    config = peft.LoraConfig(target_modules=list(targets) if targets != "all-linear" else targets)
+    config = peft.LoraConfig(
+        target_modules=ALL_LINEAR if targets == (ALL_LINEAR,) else list(targets)
+    )
     config.task_type = task
     return peft.get_peft_model(model, config)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vram_magic.actions.estimate import CARDS_GB, Estimate
+from vram_magic.actions.step_setup import ALL_LINEAR
 from vram_magic.readings.model import Report
 from vram_magic.render.gauge import Segment, bar, legend
 from vram_magic.render.table import html_list, html_table, text_table
@@ -30,7 +31,13 @@ def _step(estimate: Estimate) -> str:
         if estimate.train == "qlora"
         else f"{estimate.dtype} weights"
     )
-    return f"{what} at {estimate.batch} x {estimate.seq} tokens, {weights}{checkpointed}"
+    adapters = ""
+    if estimate.lora_targets == (ALL_LINEAR,):
+        adapters = ", LoRA adapters on every linear layer (peft names no defaults for this model)"
+    elif estimate.lora_targets:
+        adapters = f", LoRA adapters on {', '.join(estimate.lora_targets)} (peft's defaults)"
+    step = f"{what} at {estimate.batch} x {estimate.seq} tokens, {weights}{adapters}"
+    return step + checkpointed
 
 
 def _needs(estimate: Estimate) -> list[tuple[str, int | None]]:
