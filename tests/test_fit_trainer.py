@@ -375,3 +375,25 @@ def test_bf16_over_a_model_prepared_in_float32_is_predicted_as_it_trains(trainer
     assert result.predicted is not None and result.predicted.size == true_size == result.size
     assert ooms(result) == 0
     assert "model._is_accelerate_prepared = False" in shown.text
+
+
+def test_a_lora_model_is_predicted_and_fitted(trainer_shell):
+    """LoRA fine-tuning through a Trainer (peft's adapters on a GPT-2): the traced prediction
+    over the peft model finds the largest fitting divisor, so no attempt runs out."""
+    shell = trainer_shell
+    setup = run(
+        shell,
+        "import peft\n"
+        "model = peft.get_peft_model(tiny_model('gpt2'), peft.LoraConfig(task_type='CAUSAL_LM'))\n"
+        "data = token_data(128, 64)\n"
+        "trainer = make_trainer(model, data, 32)",
+    )
+    assert setup.success, setup.error_in_exec
+    workload.limit_room(shell, ROOM // 2)
+    true_size = workload.largest_fitting_divisor(shell, "model", "data", 32)
+    assert 1 < true_size < 32
+    shown = run(shell, "%%fit\ntrainer.train()").result
+    result = shown.data.fits[0]
+    assert result.predicted is not None and result.predicted.size == true_size == result.size
+    assert ooms(result) == 0 and result.effective == 32
+    assert shell.user_ns["trainer"].state.global_step == shell.user_ns["trainer"].args.max_steps
