@@ -168,6 +168,31 @@ def test_bf16_that_does_not_take_effect_is_still_a_fix(notebook, reports, capsys
     assert abs(bf16.saves - saved) <= 0.05 * real_train_peak(shell)
 
 
+def test_a_lora_trainer_gets_the_fixes_that_save_something(notebook, reports, capsys):
+    """A Trainer fine-tuning peft LoRA adapters: the batch it suggests is traced and fits; no
+    LoRA row (it is LoRA already) and no 8-bit optimizer row (bitsandbytes keeps small tensors'
+    state, the adapters', in 32 bits: it would save nothing), nor any other row under 1 KiB."""
+    shell, names = notebook
+    names += ["model", "data", "trainer", "peft"]
+    setup = run(
+        shell,
+        "import peft\n"
+        "model = peft.get_peft_model(tiny_model('gpt2'), peft.LoraConfig(task_type='CAUSAL_LM'))\n"
+        "data = token_data(128, 64); trainer = make_trainer(model, data, 32)",
+    )
+    assert setup.success, setup.error_in_exec
+    limit_room(shell, 10 * MiB)
+    _, report = report_of(shell, capsys, reports, "trainer.train()")
+    fixes = {fix.action: fix for fix in report.fixes}
+    batch = fixes["a smaller batch, same effective batch"]
+    assert batch.traced
+    chosen = dict(batch.setting)
+    size, steps = chosen["per_device_train_batch_size"], chosen["gradient_accumulation_steps"]
+    assert train_fits(shell, "model", "data", size, steps)
+    assert "LoRA adapters (peft)" not in fixes and "8-bit optimizer" not in fixes
+    assert min(fix.saves for fix in report.fixes) >= 1024
+
+
 LOOP = """
 for step in range(2):
     x = torch.randn(batch_size, 256)

@@ -71,6 +71,9 @@ def requested_bytes(message: str) -> int | None:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
+NEGLIGIBLE = 1024  # bytes: a fix saving less (two of CUDA's smallest blocks) is never a way out
+
+
 @dataclass(frozen=True)
 class Fix:
     """One way out, by the bytes it saves. Where it is a setting, ``setting`` holds the names and
@@ -289,7 +292,7 @@ def _fixes(
         if checkpointing is not None and not generating:
             fixes.append(checkpointing)
     fixes.extend(_model_fixes(models))
-    fixes = [fix for fix in fixes if fix.saves > 0]
+    fixes = [fix for fix in fixes if fix.saves >= NEGLIGIBLE]
     fixes.sort(key=lambda fix: -fix.saves)
     return _distinct_guesses(fixes)
 
