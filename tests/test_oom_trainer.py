@@ -75,6 +75,22 @@ def report_of(shell, capsys, reports, code):
     return out[out.index("vram_magic: out of memory") :], reports[-1]
 
 
+def failed_training(shell, capsys, reports, setup: str, room: int):
+    """Run ``setup`` (it binds model, data and trainer), then ``trainer.train()`` with ``room``
+    left under the limit, which it must exceed: (the printed report, its fixes by action)."""
+    result = run(shell, setup)
+    assert result.success, result.error_in_exec
+    limit_room(shell, room)
+    out, report = report_of(shell, capsys, reports, "trainer.train()")
+    return out, report, {fix.action: fix for fix in report.fixes}
+
+
+def suggested_batch(fix) -> tuple[int, int]:
+    """The per-device batch and accumulation steps a batch fix sets."""
+    chosen = dict(fix.setting)
+    return chosen["per_device_train_batch_size"], chosen["gradient_accumulation_steps"]
+
+
 def distinct_estimates(report):
     from vram_magic.render.units import format_bytes
 
@@ -108,19 +124,14 @@ def test_a_trainer_gets_its_own_arguments_and_a_batch_that_fits(notebook, report
     the model in float32, and accelerate prepares a model once."""
     shell, names = notebook
     names += ["model", "data", "trainer"]
-    setup = run(
-        shell,
+    setup = (
         "model = tiny_model('gpt2'); data = token_data(128, 64)\n"
-        "trainer = make_trainer(model, data, 32)",
+        "trainer = make_trainer(model, data, 32)"
     )
-    assert setup.success, setup.error_in_exec
-    limit_room(shell, 20 * MiB)
-    out, report = report_of(shell, capsys, reports, "trainer.train()")
-    fixes = {fix.action: fix for fix in report.fixes}
+    out, report, fixes = failed_training(shell, capsys, reports, setup, 20 * MiB)
 
     batch = fixes["a smaller batch, same effective batch"]
-    chosen = dict(batch.setting)
-    size, steps = chosen["per_device_train_batch_size"], chosen["gradient_accumulation_steps"]
+    size, steps = suggested_batch(batch)
     assert size * steps == 32 and size <= 16 and batch.traced and not batch.estimate
     assert (
         f"per_device_train_batch_size={size}, gradient_accumulation_steps={steps} "
@@ -156,12 +167,13 @@ def test_bf16_that_does_not_take_effect_is_still_a_fix(notebook, reports, capsys
     that brings it in, and a real training after that step saves what the report says."""
     shell, names = notebook
     names += ["model", "data", "trainer"]
-    run(shell, "model = tiny_model('gpt2'); data = token_data(128, 64)")
-    assert run(shell, "make_trainer(model, data, 2).train()").success  # prepared in float32
-    run(shell, "trainer = make_trainer(model, data, 32, bf16=True)")
-    limit_room(shell, 20 * MiB)
-    out, report = report_of(shell, capsys, reports, "trainer.train()")
-    bf16 = {fix.action: fix for fix in report.fixes}["bf16 mixed precision"]
+    setup = (
+        "model = tiny_model('gpt2'); data = token_data(128, 64)\n"
+        "make_trainer(model, data, 2).train()  # prepares the model in float32\n"
+        "trainer = make_trainer(model, data, 32, bf16=True)"
+    )
+    out, _, fixes = failed_training(shell, capsys, reports, setup, 20 * MiB)
+    bf16 = fixes["bf16 mixed precision"]
     assert bf16.traced and bf16.prepared and "model._is_accelerate_prepared = False" in out
     run(shell, "%vram limit off")
     saved = real_train_peak(shell) - real_train_peak(shell, bf16=True)
@@ -174,21 +186,15 @@ def test_a_lora_trainer_gets_the_fixes_that_save_something(notebook, reports, ca
     state, the adapters', in 32 bits: it would save nothing), nor any other row under 1 KiB."""
     shell, names = notebook
     names += ["model", "data", "trainer", "peft"]
-    setup = run(
-        shell,
+    setup = (
         "import peft\n"
         "model = peft.get_peft_model(tiny_model('gpt2'), peft.LoraConfig(task_type='CAUSAL_LM'))\n"
-        "data = token_data(128, 64); trainer = make_trainer(model, data, 32)",
+        "data = token_data(128, 64); trainer = make_trainer(model, data, 32)"
     )
-    assert setup.success, setup.error_in_exec
-    limit_room(shell, 10 * MiB)
-    _, report = report_of(shell, capsys, reports, "trainer.train()")
-    fixes = {fix.action: fix for fix in report.fixes}
+    _, report, fixes = failed_training(shell, capsys, reports, setup, 10 * MiB)
     batch = fixes["a smaller batch, same effective batch"]
     assert batch.traced
-    chosen = dict(batch.setting)
-    size, steps = chosen["per_device_train_batch_size"], chosen["gradient_accumulation_steps"]
-    assert train_fits(shell, "model", "data", size, steps)
+    assert train_fits(shell, "model", "data", *suggested_batch(batch))
     assert "LoRA adapters (peft)" not in fixes and "8-bit optimizer" not in fixes
     assert min(fix.saves for fix in report.fixes) >= 1024
 
