@@ -397,3 +397,28 @@ def test_a_lora_model_is_predicted_and_fitted(trainer_shell):
     assert result.predicted is not None and result.predicted.size == true_size == result.size
     assert ooms(result) == 0 and result.effective == 32
     assert shell.user_ns["trainer"].state.global_step == shell.user_ns["trainer"].args.max_steps
+
+
+def test_a_qlora_model_is_predicted_and_fitted(trainer_shell):
+    """QLoRA through a Trainer: LoRA adapters on a model transformers loaded in 4 bits through
+    bitsandbytes. Its bitsandbytes weights cannot hold fake tensors, so the traced copy stands
+    each 4-bit layer in with its packed weight; the prediction finds the largest fitting
+    divisor and no attempt runs out."""
+    shell = trainer_shell
+    setup = run(
+        shell,
+        "from measured_peak import nf4_model, with_lora\n"
+        "model = with_lora(nf4_model(transformers.LlamaConfig(hidden_size=64, "
+        "intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, "
+        "num_key_value_heads=2, vocab_size=VOCAB, architectures=['LlamaForCausalLM']), 'cpu'))\n"
+        "data = token_data(128, 64)\n"
+        "trainer = make_trainer(model, data, 32)",
+    )
+    assert setup.success, setup.error_in_exec
+    workload.limit_room(shell, 8 * 2**20)
+    true_size = workload.largest_fitting_divisor(shell, "model", "data", 32)
+    assert 1 < true_size < 32
+    shown = run(shell, "%%fit\ntrainer.train()").result
+    result = shown.data.fits[0]
+    assert result.predicted is not None and result.predicted.size == true_size == result.size
+    assert ooms(result) == 0 and result.effective == 32

@@ -9,12 +9,14 @@ converts, with bfloat16 compute), ``none`` (a forward pass under ``no_grad``).
 
 bitsandbytes' ``Params4bit`` cannot hold a fake tensor, so for ``qlora`` each converted layer
 is a ``Linear4bit`` whose weight is the fake packed tensor bitsandbytes' own quantization op
-makes; its forward is ``Linear4bit.forward``'s: the same ``matmul_4bit`` autograd function.
+makes; its forward is ``Linear4bit.forward``'s: the same ``matmul_4bit`` autograd function. A
+live model loaded in 4 bits is copied the same way (``fake_copy``).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -115,14 +117,19 @@ def _converts(path: str, kept: list[str]) -> bool:
     return bool(should_convert_module(path, kept))
 
 
+_STATE_TENSORS = ("absmax", "code", "offset")  # a QuantState's (its nested ``state2``'s too)
+
+
 def weight_tensors(model: Any) -> Iterator[Any]:
     """Parameters, buffers and bitsandbytes' quantization constants of ``model``."""
     for tensor in [*model.parameters(), *model.buffers()]:
         yield tensor
         state = getattr(tensor, "quant_state", None)
-        for name in ("absmax", "code"):
-            if getattr(state, name, None) is not None:
-                yield getattr(state, name)
+        while state is not None:
+            for name in _STATE_TENSORS:
+                if getattr(state, name, None) is not None:
+                    yield getattr(state, name)
+            state = getattr(state, "state2", None)
 
 
 def _nf4(layer: Any, compute_dtype: Any) -> Any:
@@ -151,7 +158,7 @@ def _nf4(layer: Any, compute_dtype: Any) -> Any:
     converted.weight.compress_statistics = False
     converted.weight.module = converted
     converted.bias = layer.bias
-    converted.forward = lambda x: _nf4_forward(converted, x)
+    converted.forward = functools.partial(_nf4_forward, converted)
     return converted
 
 
@@ -321,14 +328,70 @@ def _config_dtype(config: Any) -> str | None:
 
 
 def fake_copy(module: Any) -> Any:
-    """A copy of a live module whose tensors are fake ones of the mode in force (ties kept)."""
-    import copy
-
+    """A copy of a live module whose tensors are fake ones of the mode in force (ties kept).
+    A 4-bit layer loaded through bitsandbytes (QLoRA) gets the stand-in of ``_nf4``: a plain
+    parameter over its fake packed weight, with its quantization state's tensors faked."""
     from torch._guards import detect_fake_mode
     from torch._subclasses.fake_tensor import FakeCopyMode
 
     mode = detect_fake_mode()
     if mode is None:
         raise TraceError("a fake copy is made inside the fake mode only")
+    memo: dict[int, Any] = {}
+    four_bit = [layer for layer in module.modules() if _is_4bit(layer)]
+    for layer in four_bit:
+        state = _fake_state(layer.weight.quant_state, memo)
+        memo[id(layer.weight)] = _fake_parameter(layer.weight, quant_state=state)
     with FakeCopyMode(mode):
-        return copy.deepcopy(module)
+        copied = copy.deepcopy(module, memo)
+    for layer in four_bit:
+        stand_in = memo[id(layer)]
+        stand_in.weight.module = stand_in
+        stand_in.quant_state = stand_in.weight.quant_state
+        stand_in.support_avx512bf16_for_cpu = False
+        stand_in.forward = functools.partial(_nf4_forward, stand_in)
+    return copied
+
+
+def _is_4bit(layer: Any) -> bool:
+    """bitsandbytes' own 4-bit layer over its packed weight (not peft's LoRA wrapper of it)."""
+    weight = layer._parameters.get("weight")
+    return type(weight).__name__ == "Params4bit" and type(layer).__module__.startswith(
+        "bitsandbytes"
+    )
+
+
+def _fake_parameter(tensor: Any, **attributes: Any) -> Any:
+    """A fake tensor like ``tensor`` (made inside the fake mode), as a frozen parameter."""
+    import torch
+
+    fake = torch.empty_strided(
+        tensor.shape, tensor.stride(), dtype=tensor.dtype, device=tensor.device
+    )
+    parameter: Any = torch.nn.Parameter(fake, requires_grad=False)
+    parameter.__dict__.update(
+        {k: v for k, v in tensor.__dict__.items() if k not in ("module", "quant_state")}
+    )
+    parameter.__dict__.update(attributes)
+    return parameter
+
+
+def _fake_state(state: Any, memo: dict[int, Any]) -> Any:
+    """bitsandbytes' QuantState with fake tensors (the nested one of double quantization too),
+    one copy per state however many parameters share it."""
+    import torch
+
+    if state is None or id(state) in memo:
+        return memo.get(id(state))
+    fake = copy.copy(state)
+    for name in _STATE_TENSORS:
+        tensor = getattr(state, name, None)
+        if isinstance(tensor, torch.Tensor):
+            made = torch.empty_strided(
+                tensor.shape, tensor.stride(), dtype=tensor.dtype, device=tensor.device
+            )
+            setattr(fake, name, made)
+    if getattr(state, "state2", None) is not None:
+        fake.state2 = _fake_state(state.state2, memo)
+    memo[id(state)] = fake
+    return fake
