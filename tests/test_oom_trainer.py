@@ -199,6 +199,25 @@ def test_a_lora_trainer_gets_the_fixes_that_save_something(notebook, reports, ca
     assert min(fix.saves for fix in report.fixes) >= 1024
 
 
+def test_a_qlora_trainer_gets_traced_fixes_and_no_loading_it_has(notebook, reports, capsys):
+    """QLoRA through a Trainer (LoRA over a model loaded in 4 bits): its fixes are traced on
+    the 4-bit layers' stand-ins, the batch fits, and no row says to load it in 4 or 8 bits."""
+    shell, names = notebook
+    names += ["model", "data", "trainer", "nf4_model", "with_lora"]
+    setup = (
+        "from measured_peak import nf4_model, with_lora\n"
+        "model = with_lora(nf4_model(transformers.LlamaConfig(hidden_size=64, "
+        "intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, "
+        "num_key_value_heads=2, vocab_size=VOCAB, architectures=['LlamaForCausalLM']), 'cpu'))\n"
+        "data = token_data(128, 64); trainer = make_trainer(model, data, 32)"
+    )
+    _, _, fixes = failed_training(shell, capsys, reports, setup, 4 * MiB)
+    batch = fixes["a smaller batch, same effective batch"]
+    assert batch.traced and fixes["gradient checkpointing"].traced
+    assert train_fits(shell, "model", "data", *suggested_batch(batch))
+    assert "load in 4-bit" not in fixes and "load in 8-bit" not in fixes
+
+
 LOOP = """
 for step in range(2):
     x = torch.randn(batch_size, 256)

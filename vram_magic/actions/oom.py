@@ -194,6 +194,13 @@ def _linear_weights(model: Any) -> tuple[int, int]:
     return sum(w.numel() * w.element_size() for w in weights), sum(w.numel() for w in weights)
 
 
+def _loaded_bits(model: Any) -> int | None:
+    """4 or 8 where bitsandbytes already holds the model's weights in that many bits (QLoRA's
+    base: loading it so again saves nothing), else None."""
+    kinds = {type(p).__name__ for p in model.parameters()}
+    return 4 if "Params4bit" in kinds else 8 if "Int8Params" in kinds else None
+
+
 def _generic_batch(activations: int, room: int | None) -> Fix | None:
     """Nothing names the batch: the share of it whose activations fit the room (half without
     a room)."""
@@ -228,7 +235,8 @@ def _model_fixes(models: list[tuple[str, Any]]) -> list[Fix]:
     fixes = []
     name, model = max(models, key=lambda item: _linear_weights(item[1])[0])
     weight_bytes, elements = _linear_weights(model)
-    if weight_bytes:
+    bits = _loaded_bits(model)
+    if weight_bytes and bits is None:
         fixes.append(
             Fix(
                 "load in 8-bit",
@@ -236,6 +244,7 @@ def _model_fixes(models: list[tuple[str, Any]]) -> list[Fix]:
                 f"{name}: BitsAndBytesConfig(load_in_8bit=True) in from_pretrained",
             )
         )
+    if weight_bytes and (bits is None or bits > 4):
         fixes.append(
             Fix(
                 "load in 4-bit",
