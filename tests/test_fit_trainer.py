@@ -377,19 +377,21 @@ def test_bf16_over_a_model_prepared_in_float32_is_predicted_as_it_trains(trainer
     assert "model._is_accelerate_prepared = False" in shown.text
 
 
-def test_a_lora_model_is_predicted_and_fitted(trainer_shell):
-    """LoRA fine-tuning through a Trainer (peft's adapters on a GPT-2): the traced prediction
-    over the peft model finds the largest fitting divisor, so no attempt runs out."""
+@pytest.mark.parametrize(
+    "adapted, room",
+    [(workload.LORA_MODEL, ROOM // 2), (workload.QLORA_MODEL, 8 * 2**20)],
+    ids=["lora", "qlora"],
+)
+def test_lora_and_qlora_models_are_predicted_and_fitted(trainer_shell, adapted, room):
+    """Fine-tuning through a Trainer with peft's LoRA adapters, over a float32 GPT-2 and (QLoRA)
+    over a Llama loaded in 4 bits, whose bitsandbytes weights cannot hold fake tensors (the
+    traced copy stands each 4-bit layer in with its packed weight): the prediction finds the
+    largest fitting divisor and no attempt runs out."""
     shell = trainer_shell
-    setup = run(
-        shell,
-        "import peft\n"
-        "model = peft.get_peft_model(tiny_model('gpt2'), peft.LoraConfig(task_type='CAUSAL_LM'))\n"
-        "data = token_data(128, 64)\n"
-        "trainer = make_trainer(model, data, 32)",
-    )
+    trainer = "data = token_data(128, 64)\ntrainer = make_trainer(model, data, 32)"
+    setup = run(shell, f"{adapted}\n{trainer}")
     assert setup.success, setup.error_in_exec
-    workload.limit_room(shell, ROOM // 2)
+    workload.limit_room(shell, room)
     true_size = workload.largest_fitting_divisor(shell, "model", "data", 32)
     assert 1 < true_size < 32
     shown = run(shell, "%%fit\ntrainer.train()").result
@@ -397,28 +399,3 @@ def test_a_lora_model_is_predicted_and_fitted(trainer_shell):
     assert result.predicted is not None and result.predicted.size == true_size == result.size
     assert ooms(result) == 0 and result.effective == 32
     assert shell.user_ns["trainer"].state.global_step == shell.user_ns["trainer"].args.max_steps
-
-
-def test_a_qlora_model_is_predicted_and_fitted(trainer_shell):
-    """QLoRA through a Trainer: LoRA adapters on a model transformers loaded in 4 bits through
-    bitsandbytes. Its bitsandbytes weights cannot hold fake tensors, so the traced copy stands
-    each 4-bit layer in with its packed weight; the prediction finds the largest fitting
-    divisor and no attempt runs out."""
-    shell = trainer_shell
-    setup = run(
-        shell,
-        "from measured_peak import nf4_model, with_lora\n"
-        "model = with_lora(nf4_model(transformers.LlamaConfig(hidden_size=64, "
-        "intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, "
-        "num_key_value_heads=2, vocab_size=VOCAB, architectures=['LlamaForCausalLM']), 'cpu'))\n"
-        "data = token_data(128, 64)\n"
-        "trainer = make_trainer(model, data, 32)",
-    )
-    assert setup.success, setup.error_in_exec
-    workload.limit_room(shell, 8 * 2**20)
-    true_size = workload.largest_fitting_divisor(shell, "model", "data", 32)
-    assert 1 < true_size < 32
-    shown = run(shell, "%%fit\ntrainer.train()").result
-    result = shown.data.fits[0]
-    assert result.predicted is not None and result.predicted.size == true_size == result.size
-    assert ooms(result) == 0 and result.effective == 32

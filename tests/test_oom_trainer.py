@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 from measured_peak import profiled
-from trainer_workload import limit_room, set_up, train_fits
+from trainer_workload import LORA_MODEL, QLORA_MODEL, limit_room, set_up, train_fits
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -186,11 +186,7 @@ def test_a_lora_trainer_gets_the_fixes_that_save_something(notebook, reports, ca
     state, the adapters', in 32 bits: it would save nothing), nor any other row under 1 KiB."""
     shell, names = notebook
     names += ["model", "data", "trainer", "peft"]
-    setup = (
-        "import peft\n"
-        "model = peft.get_peft_model(tiny_model('gpt2'), peft.LoraConfig(task_type='CAUSAL_LM'))\n"
-        "data = token_data(128, 64); trainer = make_trainer(model, data, 32)"
-    )
+    setup = f"{LORA_MODEL}\ndata = token_data(128, 64); trainer = make_trainer(model, data, 32)"
     _, report, fixes = failed_training(shell, capsys, reports, setup, 10 * MiB)
     batch = fixes["a smaller batch, same effective batch"]
     assert batch.traced
@@ -204,13 +200,7 @@ def test_a_qlora_trainer_gets_traced_fixes_and_no_loading_it_has(notebook, repor
     the 4-bit layers' stand-ins, the batch fits, and no row says to load it in 4 or 8 bits."""
     shell, names = notebook
     names += ["model", "data", "trainer", "nf4_model", "with_lora"]
-    setup = (
-        "from measured_peak import nf4_model, with_lora\n"
-        "model = with_lora(nf4_model(transformers.LlamaConfig(hidden_size=64, "
-        "intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, "
-        "num_key_value_heads=2, vocab_size=VOCAB, architectures=['LlamaForCausalLM']), 'cpu'))\n"
-        "data = token_data(128, 64); trainer = make_trainer(model, data, 32)"
-    )
+    setup = f"{QLORA_MODEL}\ndata = token_data(128, 64); trainer = make_trainer(model, data, 32)"
     _, _, fixes = failed_training(shell, capsys, reports, setup, 4 * MiB)
     batch = fixes["a smaller batch, same effective batch"]
     assert batch.traced and fixes["gradient checkpointing"].traced

@@ -65,6 +65,19 @@ def make_trainer(model, data, batch, steps=1, max_steps=2, cls=Trainer, eval_dat
 
 VOCAB = 500
 
+# Cells binding ``model`` to a fine-tuning model: peft's LoRA adapters on the tiny GPT-2, and
+# QLoRA's: the same adapters on a tiny Llama that transformers loads in 4 bits (bitsandbytes)
+LORA_MODEL = (
+    "import peft\n"
+    "model = peft.get_peft_model(tiny_model('gpt2'), peft.LoraConfig(task_type='CAUSAL_LM'))"
+)
+QLORA_MODEL = (
+    "from measured_peak import nf4_model, with_lora\n"
+    "model = with_lora(nf4_model(transformers.LlamaConfig(hidden_size=64, "
+    "intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, "
+    "num_key_value_heads=2, vocab_size=VOCAB, architectures=['LlamaForCausalLM']), DEVICE))"
+)
+
 
 def set_up(shell: Any, device: str = "cpu") -> None:
     """Define the workload's helpers in the shell's namespace, for models on ``device``."""
