@@ -197,15 +197,17 @@ def test_a_lora_trainer_gets_the_fixes_that_save_something(notebook, reports, ca
 
 def test_a_qlora_trainer_gets_traced_fixes_and_no_loading_it_has(notebook, reports, capsys):
     """QLoRA through a Trainer (LoRA over a model loaded in 4 bits): its fixes are traced on
-    the 4-bit layers' stand-ins, the batch fits, and no row says to load it in 4 or 8 bits."""
+    the 4-bit layers' stand-ins, the batch fits, and no row says to load it in 4 or 8 bits
+    (a larger model another cell left in the namespace may still be named)."""
     shell, names = notebook
     names += ["model", "data", "trainer", "nf4_model", "with_lora"]
     setup = f"{QLORA_MODEL}\ndata = token_data(128, 64); trainer = make_trainer(model, data, 32)"
-    _, _, fixes = failed_training(shell, capsys, reports, setup, 4 * MiB)
+    _, report, fixes = failed_training(shell, capsys, reports, setup, 4 * MiB)
     batch = fixes["a smaller batch, same effective batch"]
     assert batch.traced and fixes["gradient checkpointing"].traced
     assert train_fits(shell, "model", "data", *suggested_batch(batch))
-    assert "load in 4-bit" not in fixes and "load in 8-bit" not in fixes
+    loading = [fix.how for fix in report.fixes if fix.action.startswith("load in")]
+    assert not any(how.startswith("model:") for how in loading), loading  # others' models may
 
 
 LOOP = """
